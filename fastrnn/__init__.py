@@ -1,0 +1,13 @@
+"""fastrnn: fused LSTM/GRU and attention kernels for PyTorch, drop-in modules, seq2seq blocks.
+
+Public API: see shared/docs/DESIGN.md. ``import fastrnn`` never fails because the compiled
+extension is missing: it warns once and the reference backend takes over.
+"""
+from fastrnn import backends, ops
+from fastrnn._ext import built_with_cuda, has_ext
+from fastrnn.nn import GRU, LSTM, Attention, AttentionMemory, GRUCell, LSTMCell
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "GRU", "LSTMCell", "GRUCell", "Attention", "AttentionMemory", "ops", "backends",
+           "built_with_cuda", "has_ext"]

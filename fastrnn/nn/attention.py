@@ -1,0 +1,87 @@
+"""``fastrnn.Attention``: owns the weights of one attention kind and calls fastrnn.ops.attention."""
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from fastrnn.ops.attention import KINDS, attention
+from fastrnn.ops.attention.naive import project_keys
+
+
+class AttentionMemory(NamedTuple):
+    """What a decoder keeps per source sentence: keys, values, mask and the projected keys."""
+    keys: torch.Tensor
+    values: Optional[torch.Tensor]
+    mask: Optional[torch.Tensor]
+    key_proj: Optional[torch.Tensor]
+
+
+class Attention(nn.Module):
+    """Attention of one kind ("dot", "general", "low_rank", "additive").
+
+    query_size Dq, key_size Dk; hidden_size H for "additive" (default Dq); rank r for "low_rank"
+    (default min(Dq, Dk) // 2). forward(query [B,Dq] or [B,Tq,Dq], keys [B,Tk,Dk], values=None,
+    mask=None, memory=None) -> (context, weights), with Tq dropped when query was 2-D.
+    """
+
+    def __init__(self, query_size: int, key_size: int, kind: str = "additive",
+                 hidden_size: Optional[int] = None, rank: Optional[int] = None,
+                 backend: Optional[str] = None, device=None, dtype=None):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind == "dot" and query_size != key_size:
+            raise ValueError(f"kind='dot' needs query_size == key_size, got {query_size} and {key_size}")
+        fk = {"device": device, "dtype": dtype}
+        self.query_size, self.key_size, self.kind, self.backend = query_size, key_size, kind, backend
+        self.hidden_size = self.rank = None
+        if kind == "general":
+            self.weight = nn.Parameter(torch.empty(query_size, key_size, **fk))
+        elif kind == "low_rank":
+            self.rank = rank or max(1, min(query_size, key_size) // 2)
+            self.u = nn.Parameter(torch.empty(self.rank, query_size, **fk))
+            self.v = nn.Parameter(torch.empty(self.rank, key_size, **fk))
+        elif kind == "additive":
+            self.hidden_size = hidden_size or query_size
+            self.w_query = nn.Parameter(torch.empty(self.hidden_size, query_size, **fk))
+            self.w_key = nn.Parameter(torch.empty(self.hidden_size, key_size, **fk))
+            self.v_score = nn.Parameter(torch.empty(self.hidden_size, **fk))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in self.parameters():
+            bound = 1.0 / math.sqrt(p.shape[-1])
+            nn.init.uniform_(p, -bound, bound)
+
+    def _weights(self):
+        return {n: p for n, p in self.named_parameters(recurse=False)}
+
+    def precompute(self, keys, values=None, mask=None) -> AttentionMemory:
+        """Map the keys once per source sentence; pass the result as ``memory=`` at each step."""
+        p = self._weights()
+        kp = project_keys(keys, self.kind, p.get("weight"), p.get("v"), p.get("w_key"))
+        return AttentionMemory(keys, values, mask, kp)
+
+    def forward(self, query, keys=None, values=None, mask=None, memory: Optional[AttentionMemory] = None):
+        if memory is not None:
+            keys, values, mask, key_proj = memory
+        else:
+            key_proj = None
+        if keys is None:
+            raise ValueError("Attention.forward needs keys or memory=precompute(keys)")
+        one_step = query.dim() == 2
+        q = query.unsqueeze(1) if one_step else query
+        ctx, w = attention(q, keys, values, kind=self.kind, mask=mask, key_proj=key_proj,
+                           backend=self.backend, **self._weights())
+        if one_step:
+            return ctx.squeeze(1), w.squeeze(1)
+        return ctx, w
+
+    def extra_repr(self) -> str:
+        s = f"{self.query_size}, {self.key_size}, kind={self.kind!r}"
+        if self.hidden_size:
+            s += f", hidden_size={self.hidden_size}"
+        if self.rank:
+            s += f", rank={self.rank}"
+        return s
