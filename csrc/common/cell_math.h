@@ -2,6 +2,7 @@
 // the same formulas the GPU runs. Gate order as torch.nn: LSTM i|f|g|o, GRU r|z|n.
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__)
 #define FASTRNN_HD __host__ __device__ __forceinline__
@@ -10,6 +11,12 @@
 #endif
 
 namespace fastrnn {
+
+#if !defined(__CUDACC__)
+// Host code: the float overloads, so fp32 cells do not round-trip through double.
+using std::exp;
+using std::tanh;
+#endif
 
 template <typename T> FASTRNN_HD T sigmoid(T x) { return T(1) / (T(1) + exp(-x)); }
 template <typename T> FASTRNN_HD T tanh_(T x) { return tanh(x); }
@@ -66,5 +73,35 @@ FASTRNN_HD void gru_cell_bwd(T r, T z, T n, T hn, T h_prev, T dh, T& dxr, T& dxz
   dxr = dr * r * (T(1) - r);
   dh_prev_direct = dh * z;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Host-only primitives for the CPU kernels' small-batch path, where the per-step GEMM is a GEMV
+// (4H x P weights against a handful of rows) and a BLAS call costs more than the arithmetic.
+// Cloned per ISA so a build without -march flags still runs AVX2/AVX-512 code where the CPU has it.
+#if !defined(__CUDACC__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FASTRNN_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTRNN_ISA_CLONES
+#endif
+
+namespace host {
+
+// sum_k a[k] * b[k]
+FASTRNN_ISA_CLONES static inline float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t k = 0; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+FASTRNN_ISA_CLONES static inline double dot(const double* a, const double* b, int64_t n) {
+  double s = 0.;
+#pragma omp simd reduction(+ : s)
+  for (int64_t k = 0; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+
+}  // namespace host
+#endif  // !__CUDACC__
 
 }  // namespace fastrnn
