@@ -1,11 +1,13 @@
 """fastrnn.backends: what exists here, and who runs a call (explicit > FASTRNN_BACKEND > default,
 refusals fall through to the next backend, an explicit backend that refuses raises)."""
+import importlib
+
 import pytest
 import torch
 
 import fastrnn
 from fastrnn import _ext, backends
-from fastrnn.ops import lstm as lstm_ops
+lstm_ops = importlib.import_module("fastrnn.ops.lstm")  # the package (fastrnn.ops.lstm is also the function)
 
 CPU = torch.device("cpu")
 

@@ -2,12 +2,14 @@
 gradient, at awkward sizes, with/without bias, projection, ragged lengths and reverse."""
 import math
 
+import importlib
+
 import pytest
 import torch
 
 import fastrnn
 from fastrnn import backends
-from fastrnn.ops import lstm as lstm_ops
+lstm_ops = importlib.import_module("fastrnn.ops.lstm")  # the package (fastrnn.ops.lstm is also the function)
 from fastrnn.ops.lstm import naive
 
 KERNELS = [b for b in backends.available() if b != "reference"]
