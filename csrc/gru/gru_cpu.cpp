@@ -1,18 +1,252 @@
-// C++ CPU kernels for the GRU family: placeholder until the CPU kernel work lands.
+// C++ CPU kernels for the GRU family (API and shapes in gru.h), torch's formula
+//   r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r * hn), h = (1 - z) n + z h_prev
+// where x* = x W_i*^T + b_i* and h* = h_prev W_h*^T + b_h*: hn stays separate from xn.
+//
+// Forward: the input projection is ONE GEMM over all T*B rows into Gx [T,B,3H]; per step the
+// recurrent product Gh = h_{t-1} W_hh^T + b_hh goes into a [B,3H] buffer (addmm_out; for small
+// batches hand-written GEMVs fused with the cell), then the cell. Backward through time writes
+// the x-side and h-side pre-activation grads dGx, dGh [T,B,3H] (they differ only in the n block:
+// dhn = dxn * r) and carries dh_{t-1} = dh z + dGh_t W_hh; the weight grads and dx are big
+// GEMMs after the loop.
+//
+// saved (only when needs_grad): {gates [T,B,3H] activated r|z|n, hn [T,B,H] = W_hn h + b_hn}.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
+#include <limits>
+
+#include "common/cell_math.h"
+#include "common/checks.h"
 #include "gru/gru.h"
 
 namespace fastrnn {
-std::vector<at::Tensor> gru_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                    const at::Tensor&, const OptTensor&, const OptTensor&,
-                                    const OptTensor&, bool) {
-  TORCH_CHECK(false, "fastrnn: gru_fwd_cpu not implemented yet");
+namespace {
+
+constexpr int64_t kSmallBatch = 4;
+
+template <typename F>
+void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
+  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
+    while (begin < end) {
+      const int64_t b = begin / H, j0 = begin % H;
+      const int64_t j1 = std::min(H, j0 + (end - begin));
+      fn(b, j0, j1);
+      begin += j1 - j0;
+    }
+  });
 }
-std::vector<at::Tensor> gru_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                    const OptTensor&, const OptTensor&, const OptTensor&,
-                                    const at::Tensor&, const std::vector<at::Tensor>&) {
-  TORCH_CHECK(false, "fastrnn: gru_bwd_cpu not implemented yet");
+
+inline int64_t pointwise_grain(int64_t B, int64_t H) {
+  return std::max<int64_t>(256, B * H / (4 * at::get_num_threads()));
 }
+
+template <typename scalar_t>
+std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                                 const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                                 const OptTensor& lengths, bool needs_grad) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_ih.size(0) / 3;
+  const auto opts = x.options();
+  const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
+
+  // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
+  at::Tensor x2 = x.reshape({T * B, I});
+  at::Tensor Gx = (defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t())).view({T, B, 3 * H});
+  at::Tensor y = at::full({T, B, H}, nan, opts);
+  at::Tensor HN = at::empty({needs_grad ? T : 1, B, H}, opts);
+  at::Tensor Gh = at::empty({B, 3 * H}, opts);
+  const bool masked = defined(lengths);
+  at::Tensor hs = masked ? at::empty({2, B, H}, opts) : at::Tensor();
+  const int64_t* len = masked ? lengths->data_ptr<int64_t>() : nullptr;
+
+  scalar_t* gx_all = Gx.data_ptr<scalar_t>();
+  scalar_t* y_all = y.data_ptr<scalar_t>();
+  scalar_t* gh = Gh.data_ptr<scalar_t>();
+  const scalar_t* whh = w_hh.data_ptr<scalar_t>();
+  const scalar_t* bhh = defined(b_hh) ? b_hh->data_ptr<scalar_t>() : nullptr;
+  const bool small = B <= kSmallBatch;
+  const int64_t grain = pointwise_grain(B, H);
+
+  for (int64_t t = 0; t < T; ++t) {
+    at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
+    const scalar_t* hp = h_prev.data_ptr<scalar_t>();
+    scalar_t* hnew = masked ? hs[t % 2].data_ptr<scalar_t>() : nullptr;
+    scalar_t* gt = gx_all + t * B * 3 * H;
+    scalar_t* yt = y_all + t * B * H;
+    scalar_t* hn_t = HN[needs_grad ? t : 0].data_ptr<scalar_t>();
+
+    // Cell of units [j0, j1) of row b from Gx_t and Gh; Gx_t's rows become the activated r|z|n.
+    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
+      scalar_t* g = gt + b * 3 * H;
+      const scalar_t* a = gh + b * 3 * H;
+      const bool live = !masked || t < len[b];
+      for (int64_t j = j0; j < j1; ++j) {
+        scalar_t r, z, n, h;
+        gru_cell_fwd(g[j], g[H + j], g[2 * H + j], a[j], a[H + j], a[2 * H + j], hp[b * H + j], r, z, n, h);
+        g[j] = r, g[H + j] = z, g[2 * H + j] = n;
+        hn_t[b * H + j] = a[2 * H + j];
+        yt[b * H + j] = live ? h : scalar_t(0);
+        if (masked) hnew[b * H + j] = live ? h : hp[b * H + j];
+      }
+    };
+
+    if (small) {
+      // Fused GEMV + cell: each thread owns hidden units [j0, j1) of the 3 gates for all rows.
+      at::parallel_for(0, H, 16, [&](int64_t j0, int64_t j1) {
+        for (int64_t b = 0; b < B; ++b) {
+          const scalar_t* hb = hp + b * H;
+          scalar_t* a = gh + b * 3 * H;
+          for (int64_t k = 0; k < 3; ++k)
+            for (int64_t j = j0; j < j1; ++j)
+              a[k * H + j] = (bhh ? bhh[k * H + j] : scalar_t(0)) + host::dot(whh + (k * H + j) * H, hb, H);
+          cell(b, j0, j1);
+        }
+      });
+    } else {
+      // Gh = h_{t-1} W_hh^T + b_hh, then the cell over all B x H units.
+      if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
+      else at::mm_out(Gh, h_prev, w_hh.t());
+      for_units(B, H, grain, cell);
+    }
+  }
+
+  at::Tensor hT = (masked ? hs[(T - 1) % 2] : y[T - 1]).clone();
+  std::vector<at::Tensor> out{y, hT};
+  if (needs_grad) {
+    out.push_back(Gx);
+    out.push_back(HN);
+  }
+  return out;
+}
+
+template <typename scalar_t>
+std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, const at::Tensor& x,
+                                 const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                 const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& lengths,
+                                 const at::Tensor& y, const std::vector<at::Tensor>& saved) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_ih.size(0) / 3;
+  TORCH_CHECK(saved.size() == 2u,
+              "fastrnn: gru_bwd_cpu needs the saved tensors of gru_fwd_cpu (run it with needs_grad=True)");
+  const at::Tensor& G = saved[0];
+  const at::Tensor& HN = saved[1];
+  TORCH_CHECK(G.sizes() == at::IntArrayRef({T, B, 3 * H}) && HN.sizes() == at::IntArrayRef({T, B, H}),
+              "fastrnn: gru_bwd_cpu got saved tensors of the wrong shape");
+  const auto opts = x.options();
+  const bool masked = defined(lengths);
+  const int64_t* len = masked ? lengths->data_ptr<int64_t>() : nullptr;
+
+  at::Tensor dGx = at::empty({T, B, 3 * H}, opts);
+  at::Tensor dGh = at::empty({T, B, 3 * H}, opts);
+  at::Tensor dh_buf = at::empty({2, B, H}, opts);  // dh_t and dh_{t-1}, used in turn
+  dh_buf[0].copy_(dhT);
+  const bool small = B <= kSmallBatch;
+  at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();  // [H,3H] for the GEMV
+
+  const scalar_t* g_all = G.data_ptr<scalar_t>();
+  const scalar_t* hn_all = HN.data_ptr<scalar_t>();
+  const scalar_t* dy_all = dy.data_ptr<scalar_t>();
+  const scalar_t* y_all = y.data_ptr<scalar_t>();
+  const scalar_t* h0p = h0.data_ptr<scalar_t>();
+  scalar_t* dgx_all = dGx.data_ptr<scalar_t>();
+  scalar_t* dgh_all = dGh.data_ptr<scalar_t>();
+  const int64_t grain = pointwise_grain(B, H);
+
+  for (int64_t t = T - 1; t >= 0; --t) {
+    at::Tensor dh_next = dh_buf[(T - 1 - t) % 2];
+    at::Tensor dh_prev = dh_buf[(T - t) % 2];
+    const scalar_t* dhn = dh_next.data_ptr<scalar_t>();
+    scalar_t* dhp = dh_prev.data_ptr<scalar_t>();
+    const scalar_t* gt = g_all + t * B * 3 * H;
+    const scalar_t* hnt = hn_all + t * B * H;
+    // h_{t-1} of a live step is y_{t-1}: masking only starts after a sequence's end.
+    const scalar_t* hp = t == 0 ? h0p : y_all + (t - 1) * B * H;
+    const scalar_t* dyt = dy_all + t * B * H;
+    scalar_t* dgx = dgx_all + t * B * 3 * H;
+    scalar_t* dgh = dgh_all + t * B * 3 * H;
+
+    // Cell backward: dGx_t, dGh_t and the direct part dh z of dh_{t-1}; masked rows pass dh on.
+    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
+      const scalar_t* g = gt + b * 3 * H;
+      scalar_t* ax = dgx + b * 3 * H;
+      scalar_t* ah = dgh + b * 3 * H;
+      if (masked && t >= len[b]) {
+        for (int64_t j = j0; j < j1; ++j) {
+          ax[j] = ax[H + j] = ax[2 * H + j] = ah[j] = ah[H + j] = ah[2 * H + j] = scalar_t(0);
+          dhp[b * H + j] = dhn[b * H + j];
+        }
+        return;
+      }
+      for (int64_t j = j0; j < j1; ++j) {
+        const scalar_t dh = dyt[b * H + j] + dhn[b * H + j];
+        scalar_t dxr, dxz, dxn, dhn_, direct;
+        gru_cell_bwd(g[j], g[H + j], g[2 * H + j], hnt[b * H + j], hp[b * H + j], dh, dxr, dxz, dxn, dhn_,
+                     direct);
+        ax[j] = ah[j] = dxr;
+        ax[H + j] = ah[H + j] = dxz;
+        ax[2 * H + j] = dxn;
+        ah[2 * H + j] = dhn_;
+        dhp[b * H + j] = direct;
+      }
+    };
+
+    if (small) {
+      for_units(B, H, 64, cell);
+      // dh_{t-1}[b,p] += sum_k dGh_t[b,k] W_hh[k,p], as dot products over packed W_hh^T rows.
+      const scalar_t* wt = whhT.data_ptr<scalar_t>();
+      at::parallel_for(0, H, 16, [&](int64_t p0, int64_t p1) {
+        for (int64_t b = 0; b < B; ++b) {
+          if (masked && t >= len[b]) continue;
+          for (int64_t p = p0; p < p1; ++p) dhp[b * H + p] += host::dot(wt + p * 3 * H, dgh + b * 3 * H, 3 * H);
+        }
+      });
+    } else {
+      for_units(B, H, grain, cell);
+      dh_prev.addmm_(dGh[t], w_hh);
+    }
+  }
+
+  // Weight and input gradients over all steps at once (masked steps have zero grads).
+  at::Tensor dGx2 = dGx.view({T * B, 3 * H});
+  at::Tensor dGh2 = dGh.view({T * B, 3 * H});
+  at::Tensor dx = at::mm(dGx2, w_ih).view({T, B, I});
+  at::Tensor dw_ih = at::mm(dGx2.t(), x.reshape({T * B, I}));
+  at::Tensor dw_hh = at::mm(dGh[0].t(), h0);
+  if (T > 1) dw_hh.addmm_(dGh.narrow(0, 1, T - 1).reshape({(T - 1) * B, 3 * H}).t(),
+                          y.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));
+  at::Tensor db_ih = defined(b_ih) ? dGx2.sum(0) : at::Tensor();
+  at::Tensor db_hh = defined(b_hh) ? dGh2.sum(0) : at::Tensor();
+  at::Tensor dh0 = dh_buf[T % 2].clone();
+  return {dx, dh0, dw_ih, dw_hh, db_ih, db_hh};
+}
+
+}  // namespace
+
+std::vector<at::Tensor> gru_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                                    const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                                    const OptTensor& lengths, bool needs_grad) {
+  auto c = [](const OptTensor& t) -> OptTensor { return defined(t) ? OptTensor(t->contiguous()) : OptTensor(); };
+  std::vector<at::Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_fwd_cpu", [&] {
+    out = fwd_impl<scalar_t>(x.contiguous(), h0.contiguous(), w_ih.contiguous(), w_hh.contiguous(), c(b_ih),
+                             c(b_hh), c(lengths), needs_grad);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> gru_bwd_cpu(const at::Tensor& dy, const at::Tensor& dhT, const at::Tensor& x,
+                                    const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                    const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& lengths,
+                                    const at::Tensor& y, const std::vector<at::Tensor>& saved) {
+  auto c = [](const OptTensor& t) -> OptTensor { return defined(t) ? OptTensor(t->contiguous()) : OptTensor(); };
+  std::vector<at::Tensor> saved_c;
+  for (const auto& s : saved) saved_c.push_back(s.contiguous());
+  std::vector<at::Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_bwd_cpu", [&] {
+    out = bwd_impl<scalar_t>(dy.contiguous(), dhT.contiguous(), x.contiguous(), h0.contiguous(),
+                             w_ih.contiguous(), w_hh.contiguous(), c(b_ih), c(b_hh), c(lengths), y.contiguous(),
+                             saved_c);
+  });
+  return out;
+}
+
 }  // namespace fastrnn

@@ -1,19 +1,312 @@
-// C++ CPU kernels for the LSTM family: placeholder until the CPU kernel work lands.
+// C++ CPU kernels for the LSTM family (API and shapes in lstm.h).
+//
+// Forward: the input projection X W_ih^T + b_ih + b_hh is ONE GEMM over all T*B rows; each step
+// then adds h_{t-1} W_hh^T and applies the cell. Two per-step paths:
+//   - GEMM path (B > kSmallBatch or proj): addmm_ into the step's gate rows, then a parallel
+//     pointwise pass;
+//   - small-batch path: the recurrent product is a GEMV, so each thread takes a block of hidden
+//     units, does the 4 dot products per unit and the cell update in one pass (no BLAS call, no
+//     allocation, one parallel region per step).
+// Backward through time keeps the per-step work to the pointwise cell backward plus dh_{t-1} =
+// dG_t W_hh, writing dG_t into a [T,B,4H] buffer; dW_ih, dW_hh, db and dx are then single big
+// GEMMs/reductions over all T.
+//
+// saved (only when needs_grad): {gates [T,B,4H] activated i|f|g|o, cs [T,B,H] cell state after
+// each step (carried through masked steps), and with proj r [T,B,H] = o*tanh(c)}.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
+#include <limits>
+
+#include "common/cell_math.h"
+#include "common/checks.h"
 #include "lstm/lstm.h"
 
 namespace fastrnn {
-std::vector<at::Tensor> lstm_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                     const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                     const OptTensor&, const OptTensor&, const OptTensor&, bool) {
-  TORCH_CHECK(false, "fastrnn: lstm_fwd_cpu not implemented yet");
+namespace {
+
+// Up to this batch the recurrent product runs as hand-written GEMVs (see the header comment).
+constexpr int64_t kSmallBatch = 4;
+
+// Runs fn(b, j0, j1) over the B x H grid of units in parallel, in row segments.
+template <typename F>
+void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
+  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
+    while (begin < end) {
+      const int64_t b = begin / H, j0 = begin % H;
+      const int64_t j1 = std::min(H, j0 + (end - begin));
+      fn(b, j0, j1);
+      begin += j1 - j0;
+    }
+  });
 }
-std::vector<at::Tensor> lstm_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                     const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                     const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                     const OptTensor&, const OptTensor&, const OptTensor&,
-                                     const at::Tensor&, const std::vector<at::Tensor>&) {
-  TORCH_CHECK(false, "fastrnn: lstm_bwd_cpu not implemented yet");
+
+inline int64_t pointwise_grain(int64_t B, int64_t H) {
+  // Enough units per task to amortize the fork, few enough to split across the threads.
+  return std::max<int64_t>(256, B * H / (4 * at::get_num_threads()));
 }
+
+template <typename scalar_t>
+std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                 const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih,
+                                 const OptTensor& b_hh, const OptTensor& w_hr, const OptTensor& lengths,
+                                 bool needs_grad) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_ih.size(0) / 4;
+  const bool proj = defined(w_hr);
+  const int64_t P = proj ? w_hr->size(0) : H;
+  const auto opts = x.options();
+  const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
+
+  // Input projection for all steps in one GEMM: G = X W_ih^T + (b_ih + b_hh)  [T,B,4H].
+  at::Tensor x2 = x.reshape({T * B, I});
+  at::Tensor G;
+  if (defined(b_ih) || defined(b_hh)) {
+    at::Tensor bias = defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh;
+    G = at::addmm(bias, x2, w_ih.t());
+  } else {
+    G = at::mm(x2, w_ih.t());
+  }
+  G = G.view({T, B, 4 * H});
+
+  at::Tensor y = at::full({T, B, P}, nan, opts);
+  // Cell states: all T kept for the backward, else two buffers used in turn.
+  at::Tensor cs = at::empty({needs_grad ? T : 2, B, H}, opts);
+  at::Tensor R = proj ? at::empty({needs_grad ? T : 1, B, H}, opts) : at::Tensor();
+  // With lengths the state h is not y (y is 0 on masked steps): two buffers used in turn.
+  const bool masked = defined(lengths);
+  at::Tensor hs = masked ? at::empty({2, B, P}, opts) : at::Tensor();
+  const int64_t* len = masked ? lengths->data_ptr<int64_t>() : nullptr;
+
+  scalar_t* g_all = G.data_ptr<scalar_t>();
+  scalar_t* y_all = y.data_ptr<scalar_t>();
+  const scalar_t* whh = w_hh.data_ptr<scalar_t>();
+  const bool small = !proj && B <= kSmallBatch;
+  const int64_t grain = pointwise_grain(B, H);
+
+  for (int64_t t = 0; t < T; ++t) {
+    at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
+    at::Tensor c_prev = t == 0 ? c0 : cs[(needs_grad ? t - 1 : (t - 1) % 2)];
+    at::Tensor c_out = cs[needs_grad ? t : t % 2];
+    const scalar_t* hp = h_prev.data_ptr<scalar_t>();
+    const scalar_t* cp = c_prev.data_ptr<scalar_t>();
+    scalar_t* co = c_out.data_ptr<scalar_t>();
+    scalar_t* hn = masked ? hs[t % 2].data_ptr<scalar_t>() : nullptr;
+    scalar_t* gt = g_all + t * B * 4 * H;
+    scalar_t* yt = y_all + t * B * P;
+    scalar_t* rt = proj ? R[needs_grad ? t : 0].data_ptr<scalar_t>() : nullptr;
+
+    // Cell update of units [j0, j1) of row b, from pre-activations already in gt (the gate rows
+    // are overwritten with the activated gates the backward reads).
+    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
+      scalar_t* g = gt + b * 4 * H;
+      const bool live = !masked || t < len[b];
+      for (int64_t j = j0; j < j1; ++j) {
+        scalar_t i, f, gg, o, c, h;
+        lstm_cell_fwd(g[j], g[H + j], g[2 * H + j], g[3 * H + j], cp[b * H + j], i, f, gg, o, c, h);
+        g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
+        co[b * H + j] = live ? c : cp[b * H + j];
+        if (proj) {
+          rt[b * H + j] = h;
+        } else {
+          yt[b * P + j] = live ? h : scalar_t(0);
+          if (masked) hn[b * P + j] = live ? h : hp[b * P + j];
+        }
+      }
+    };
+
+    if (small) {
+      // Fused GEMV + cell: each thread owns hidden units [j0, j1) of every gate for all rows.
+      at::parallel_for(0, H, 16, [&](int64_t j0, int64_t j1) {
+        for (int64_t b = 0; b < B; ++b) {
+          scalar_t* g = gt + b * 4 * H;
+          const scalar_t* hb = hp + b * P;
+          for (int64_t k = 0; k < 4; ++k)
+            for (int64_t j = j0; j < j1; ++j) g[k * H + j] += host::dot(whh + (k * H + j) * P, hb, P);
+          cell(b, j0, j1);
+        }
+      });
+    } else {
+      // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
+      G[t].addmm_(h_prev, w_hh.t());
+      for_units(B, H, grain, cell);
+    }
+
+    if (proj) {
+      // h_t = r_t W_hr^T; masked rows keep the old state and output 0.
+      at::Tensor yv = y[t];
+      at::mm_out(yv, R[needs_grad ? t : 0], w_hr->t());
+      if (masked) {
+        for (int64_t b = 0; b < B; ++b) {
+          if (t < len[b]) {
+            std::copy(yt + b * P, yt + (b + 1) * P, hn + b * P);
+          } else {
+            std::copy(hp + b * P, hp + (b + 1) * P, hn + b * P);
+            std::fill(yt + b * P, yt + (b + 1) * P, scalar_t(0));
+          }
+        }
+      }
+    }
+  }
+
+  at::Tensor hT = (masked ? hs[(T - 1) % 2] : y[T - 1]).clone();
+  at::Tensor cT = cs[needs_grad ? T - 1 : (T - 1) % 2].clone();
+  std::vector<at::Tensor> out{y, hT, cT};
+  if (needs_grad) {
+    out.push_back(G);
+    out.push_back(cs);
+    if (proj) out.push_back(R);
+  }
+  return out;
+}
+
+template <typename scalar_t>
+std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, const at::Tensor& dcT,
+                                 const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                 const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih,
+                                 const OptTensor& b_hh, const OptTensor& w_hr, const OptTensor& lengths,
+                                 const at::Tensor& y, const std::vector<at::Tensor>& saved) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_ih.size(0) / 4;
+  const bool proj = defined(w_hr);
+  const int64_t P = proj ? w_hr->size(0) : H;
+  TORCH_CHECK(saved.size() == (proj ? 3u : 2u),
+              "fastrnn: lstm_bwd_cpu needs the saved tensors of lstm_fwd_cpu (run it with needs_grad=True)");
+  const at::Tensor& G = saved[0];
+  const at::Tensor& cs = saved[1];
+  TORCH_CHECK(G.sizes() == at::IntArrayRef({T, B, 4 * H}) && cs.sizes() == at::IntArrayRef({T, B, H}),
+              "fastrnn: lstm_bwd_cpu got saved tensors of the wrong shape");
+  const auto opts = x.options();
+  const bool masked = defined(lengths);
+  const int64_t* len = masked ? lengths->data_ptr<int64_t>() : nullptr;
+
+  at::Tensor dG = at::empty({T, B, 4 * H}, opts);
+  at::Tensor dh_buf = at::empty({2, B, P}, opts);   // dh_t and dh_{t-1}, used in turn
+  dh_buf[0].copy_(dhT);
+  at::Tensor dc = dcT.clone();                      // updated in place: dc_t -> dc_{t-1}
+  at::Tensor DH = proj ? at::empty({T, B, P}, opts) : at::Tensor();  // dL/dh_t, for dW_hr
+  at::Tensor dR = proj ? at::empty({B, H}, opts) : at::Tensor();
+  // W_hh^T packed once so the small-batch GEMV dh_{t-1} = dG_t W_hh reads contiguous rows.
+  const bool small = !proj && B <= kSmallBatch;
+  at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();
+
+  const scalar_t* g_all = G.data_ptr<scalar_t>();
+  const scalar_t* c_all = cs.data_ptr<scalar_t>();
+  const scalar_t* dy_all = dy.data_ptr<scalar_t>();
+  scalar_t* dg_all = dG.data_ptr<scalar_t>();
+  scalar_t* dc_p = dc.data_ptr<scalar_t>();
+  const int64_t grain = pointwise_grain(B, H);
+
+  for (int64_t t = T - 1; t >= 0; --t) {
+    at::Tensor dh_next = dh_buf[(T - 1 - t) % 2];
+    at::Tensor dh_prev = dh_buf[(T - t) % 2];
+    const scalar_t* dhn = dh_next.data_ptr<scalar_t>();
+    scalar_t* dhp = dh_prev.data_ptr<scalar_t>();
+    const scalar_t* gt = g_all + t * B * 4 * H;
+    const scalar_t* ct = c_all + t * B * H;
+    const scalar_t* cp = t == 0 ? c0.data_ptr<scalar_t>() : c_all + (t - 1) * B * H;
+    const scalar_t* dyt = dy_all + t * B * P;
+    scalar_t* dgt = dg_all + t * B * 4 * H;
+
+    // With proj the cell sees dL/dr_t = (dy_t + dh_t) W_hr.
+    const scalar_t* dcell = nullptr;   // dL/d(o*tanh c) per unit, row stride H
+    if (proj) {
+      scalar_t* dht = DH[t].data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        const bool live = !masked || t < len[b];
+        for (int64_t p = 0; p < P; ++p) dht[b * P + p] = live ? dyt[b * P + p] + dhn[b * P + p] : scalar_t(0);
+      }
+      at::mm_out(dR, DH[t], *w_hr);
+      dcell = dR.data_ptr<scalar_t>();
+    }
+
+    // Cell backward per unit: dG_t (pre-activation grads) and dc_{t-1}; masked rows pass dc on.
+    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
+      const scalar_t* g = gt + b * 4 * H;
+      scalar_t* dg = dgt + b * 4 * H;
+      if (masked && t >= len[b]) {
+        for (int64_t j = j0; j < j1; ++j) dg[j] = dg[H + j] = dg[2 * H + j] = dg[3 * H + j] = scalar_t(0);
+        return;
+      }
+      for (int64_t j = j0; j < j1; ++j) {
+        const scalar_t dh = proj ? dcell[b * H + j] : dyt[b * P + j] + dhn[b * P + j];
+        scalar_t dpi, dpf, dpg, dpo, dcp;
+        lstm_cell_bwd(g[j], g[H + j], g[2 * H + j], g[3 * H + j], cp[b * H + j], ct[b * H + j], dh,
+                      dc_p[b * H + j], dpi, dpf, dpg, dpo, dcp);
+        dg[j] = dpi, dg[H + j] = dpf, dg[2 * H + j] = dpg, dg[3 * H + j] = dpo;
+        dc_p[b * H + j] = dcp;
+      }
+    };
+
+    if (small) {
+      for_units(B, H, 64, cell);
+      // dh_{t-1}[b,p] = sum_k dG_t[b,k] W_hh[k,p] as dot products over packed W_hh^T rows.
+      const scalar_t* wt = whhT.data_ptr<scalar_t>();
+      at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
+        for (int64_t b = 0; b < B; ++b) {
+          const bool live = !masked || t < len[b];
+          for (int64_t p = p0; p < p1; ++p)
+            dhp[b * P + p] = live ? host::dot(wt + p * 4 * H, dgt + b * 4 * H, 4 * H) : dhn[b * P + p];
+        }
+      });
+    } else {
+      for_units(B, H, grain, cell);
+      at::mm_out(dh_prev, dG[t], w_hh);
+      if (masked) {
+        for (int64_t b = 0; b < B; ++b)
+          if (t >= len[b]) std::copy(dhn + b * P, dhn + (b + 1) * P, dhp + b * P);
+      }
+    }
+  }
+
+  // Weight and input gradients over all steps at once. The h_{t-1} of a live step is y_{t-1}
+  // (masking only starts after a sequence's end) and masked steps have dG = 0, so y works.
+  at::Tensor dG2 = dG.view({T * B, 4 * H});
+  at::Tensor x2 = x.reshape({T * B, I});
+  at::Tensor dx = at::mm(dG2, w_ih).view({T, B, I});
+  at::Tensor dw_ih = at::mm(dG2.t(), x2);
+  at::Tensor dw_hh = at::mm(dG[0].t(), h0);
+  if (T > 1) dw_hh.addmm_(dG.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
+                          y.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}));
+  at::Tensor db = (defined(b_ih) || defined(b_hh)) ? dG2.sum(0) : at::Tensor();
+  at::Tensor db_ih = defined(b_ih) ? db : at::Tensor();
+  at::Tensor db_hh = defined(b_hh) ? (defined(b_ih) ? db.clone() : db) : at::Tensor();
+  at::Tensor dw_hr = proj ? at::mm(DH.view({T * B, P}).t(), saved[2].reshape({T * B, H})) : at::Tensor();
+  at::Tensor dh0 = dh_buf[T % 2].clone();
+  return {dx, dh0, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+}
+
+}  // namespace
+
+std::vector<at::Tensor> lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const OptTensor& b_ih, const OptTensor& b_hh,
+                                     const OptTensor& w_hr, const OptTensor& lengths,
+                                     bool needs_grad) {
+  auto c = [](const OptTensor& t) -> OptTensor { return defined(t) ? OptTensor(t->contiguous()) : OptTensor(); };
+  std::vector<at::Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_fwd_cpu", [&] {
+    out = fwd_impl<scalar_t>(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
+                             w_hh.contiguous(), c(b_ih), c(b_hh), c(w_hr), c(lengths), needs_grad);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> lstm_bwd_cpu(const at::Tensor& dy, const at::Tensor& dhT, const at::Tensor& dcT,
+                                     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const OptTensor& b_ih, const OptTensor& b_hh,
+                                     const OptTensor& w_hr, const OptTensor& lengths,
+                                     const at::Tensor& y, const std::vector<at::Tensor>& saved) {
+  auto c = [](const OptTensor& t) -> OptTensor { return defined(t) ? OptTensor(t->contiguous()) : OptTensor(); };
+  std::vector<at::Tensor> saved_c;
+  for (const auto& s : saved) saved_c.push_back(s.contiguous());
+  std::vector<at::Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_bwd_cpu", [&] {
+    out = bwd_impl<scalar_t>(dy.contiguous(), dhT.contiguous(), dcT.contiguous(), x.contiguous(),
+                             h0.contiguous(), c0.contiguous(), w_ih.contiguous(), w_hh.contiguous(),
+                             c(b_ih), c(b_hh), c(w_hr), c(lengths), y.contiguous(), saved_c);
+  });
+  return out;
+}
+
 }  // namespace fastrnn
