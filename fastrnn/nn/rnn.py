@@ -51,6 +51,23 @@ def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
                            f"{int(batch_sizes.sum())}")
 
 
+def _amp_dtype(x: Tensor, weight: Tensor, lstm_layer: bool) -> Optional[torch.dtype]:
+    """The dtype torch.autocast would run this RNN in, or None outside autocast / when it would
+    keep the weights' dtype. Mirrors torch: on CUDA every RNN op is cast to the autocast dtype
+    (cuDNN RNNs and the cells are on its lower-precision list); on the CPU the LSTM layer op is,
+    while GRU and the cells run their matmuls low but stay in the input's dtype."""
+    dev = x.device.type
+    if not x.is_floating_point() or not torch.is_autocast_enabled(dev):
+        return None
+    if dev == "cuda" or lstm_layer or x.dtype != weight.dtype:
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def _cast(t: Optional[Tensor], dtype: Optional[torch.dtype]) -> Optional[Tensor]:
+    return t if t is None or dtype is None else t.to(dtype)
+
+
 def _check_run(x: Tensor, states: Sequence[Tensor], params: Sequence[Tensor]) -> None:
     """What torch's RNN kernels refuse (or silently accept) that the shape checks miss.
 
@@ -80,15 +97,16 @@ class _RNNMixin:
 
     backend: Optional[str] = None   # class default keeps modules pickled without it loadable
 
-    def _param(self, name: str, layer: int, direction: int) -> Optional[Tensor]:
+    def _param(self, name: str, layer: int, direction: int, amp) -> Optional[Tensor]:
         # getattr (not self._flat_weights) so torch.func.functional_call and parametrizations
         # see the tensors they substitute
-        return getattr(self, f"{name}_l{layer}{'_reverse' if direction else ''}", None)
+        w = getattr(self, f"{name}_l{layer}{'_reverse' if direction else ''}", None)
+        return _cast(w, amp)
 
     def _params(self) -> List[Tensor]:
         return [getattr(self, n) for n in self._flat_weights_names if hasattr(self, n)]
 
-    def _layer(self, x, states, layer, direction, lengths):
+    def _layer(self, x, states, layer, direction, lengths, amp):
         raise NotImplementedError
 
     def _run(self, x: Tensor, states: List[Tensor], batch_sizes: Optional[Tensor]):
@@ -97,6 +115,8 @@ class _RNNMixin:
         lengths = None
         if batch_sizes is not None:
             x, lengths = pad_packed_sequence(PackedSequence(x, batch_sizes))
+        amp = _amp_dtype(x, self._flat_weights[0], isinstance(self, torch.nn.LSTM))
+        x, states = _cast(x, amp), [_cast(s, amp) for s in states]
         _check_run(x, states, self._params())
         D = 2 if self.bidirectional else 1
         finals: List[List[Tensor]] = [[] for _ in states]
@@ -104,7 +124,7 @@ class _RNNMixin:
             outs = []
             for d in range(D):
                 k = layer * D + d
-                y, fin = self._layer(x, [s[k] for s in states], layer, d, lengths)
+                y, fin = self._layer(x, [s[k] for s in states], layer, d, lengths, amp)
                 outs.append(y)
                 for acc, f in zip(finals, fin):
                     acc.append(f)
@@ -132,8 +152,8 @@ class LSTM(_RNNMixin, torch.nn.LSTM):
         super().__init__(*args, **kwargs)
         self.backend = _check_backend(backend)
 
-    def _layer(self, x, states, layer, direction, lengths):
-        w = lambda name: self._param(name, layer, direction)  # noqa: E731
+    def _layer(self, x, states, layer, direction, lengths, amp):
+        w = lambda name: self._param(name, layer, direction, amp)  # noqa: E731
         y, (h, c) = ops.lstm(x, states[0], states[1], w("weight_ih"), w("weight_hh"),
                              w("bias_ih"), w("bias_hh"), backend=self.backend,
                              w_hr=w("weight_hr"), lengths=lengths, reverse=bool(direction))
@@ -192,8 +212,8 @@ class GRU(_RNNMixin, torch.nn.GRU):
         super().__init__(*args, **kwargs)
         self.backend = _check_backend(backend)
 
-    def _layer(self, x, states, layer, direction, lengths):
-        w = lambda name: self._param(name, layer, direction)  # noqa: E731
+    def _layer(self, x, states, layer, direction, lengths, amp):
+        w = lambda name: self._param(name, layer, direction, amp)  # noqa: E731
         y, h = ops.gru(x, states[0], w("weight_ih"), w("weight_hh"), w("bias_ih"), w("bias_hh"),
                        backend=self.backend, lengths=lengths, reverse=bool(direction))
         return y, (h,)
@@ -247,7 +267,7 @@ def _check_packed_dtype(module, data: Tensor) -> None:
     # torch's packed path skips check_input's dtype test and fails later in a matmul with a
     # RuntimeError; keep that type, with check_input's clearer wording
     w = module._flat_weights[0]
-    if data.dtype != w.dtype and not torch._C._is_any_autocast_enabled():
+    if data.dtype != w.dtype and not torch.is_autocast_enabled(data.device.type):
         raise RuntimeError(f"RNN input dtype ({data.dtype}) does not match weight dtype "
                            f"({w.dtype}). Convert input: input.to({w.dtype}), or convert model: "
                            f"model.to({data.dtype})")
@@ -273,12 +293,14 @@ def _cell_prepare(module, name: str, input: Tensor, hx: List[Tensor]):
         raise ValueError(f"{name}: input holds an empty batch (B = 0, input shape "
                          f"{list(input.shape)}); fastrnn needs at least one row")
     w = module.weight_ih
+    amp = _amp_dtype(input, w, False)
     for t, what in [(input, "input")] + [(h, f"hx[{i}]") for i, h in enumerate(hx)]:
-        if t.dtype != w.dtype:
+        if t.dtype != w.dtype and amp is None:
             raise RuntimeError(f"{name}: {what} dtype ({t.dtype}) does not match weight dtype "
                                f"({w.dtype})")
         if t.device != w.device:
             raise RuntimeError(f"{name}: {what} is on {t.device} but the weights are on {w.device}")
+    return amp
 
 
 class LSTMCell(torch.nn.LSTMCell):
@@ -313,9 +335,11 @@ class LSTMCell(torch.nn.LSTMCell):
             if len(hx) != 2:
                 raise RuntimeError("lstm_cell expects two hidden states")
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if not is_batched else tuple(hx)
-        _cell_prepare(self, "LSTMCell", input, list(hx))
-        h, c = ops.lstm_cell(input, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih,
-                             self.bias_hh, backend=self.backend)
+        amp = _cell_prepare(self, "LSTMCell", input, list(hx))
+        input, hx = _cast(input, amp), [_cast(h, amp) for h in hx]
+        h, c = ops.lstm_cell(input, hx[0], hx[1], _cast(self.weight_ih, amp),
+                             _cast(self.weight_hh, amp), _cast(self.bias_ih, amp),
+                             _cast(self.bias_hh, amp), backend=self.backend)
         if not is_batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c
@@ -347,7 +371,8 @@ class GRUCell(torch.nn.GRUCell):
                              device=input.device)
         elif not is_batched:
             hx = hx.unsqueeze(0)
-        _cell_prepare(self, "GRUCell", input, [hx])
-        h = ops.gru_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                         backend=self.backend)
+        amp = _cell_prepare(self, "GRUCell", input, [hx])
+        h = ops.gru_cell(_cast(input, amp), _cast(hx, amp), _cast(self.weight_ih, amp),
+                         _cast(self.weight_hh, amp), _cast(self.bias_ih, amp),
+                         _cast(self.bias_hh, amp), backend=self.backend)
         return h.squeeze(0) if not is_batched else h
