@@ -34,21 +34,22 @@ def _backend_repr(module) -> str:
 
 def _check_batch_sizes(data: Tensor, batch_sizes: Tensor) -> None:
     """A PackedSequence built by hand can carry batch_sizes that torch's kernels misread; name
-    the fault instead (RuntimeError, the type torch raises for the same inputs)."""
+    the fault instead, with the exception type torch raises for the same input."""
     if batch_sizes.dim() != 1 or batch_sizes.numel() == 0:
-        raise RuntimeError(f"PackedSequence.batch_sizes must be a non-empty 1-D tensor, "
-                           f"got shape {list(batch_sizes.shape)}")
+        raise TypeError(f"PackedSequence.batch_sizes must be a non-empty 1-D tensor, "
+                        f"got shape {list(batch_sizes.shape)}")
     if batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
         raise RuntimeError(f"PackedSequence.batch_sizes must be an int64 CPU tensor, got "
                            f"{batch_sizes.dtype} on {batch_sizes.device}")
-    if int(batch_sizes.min()) < 0 or (batch_sizes[1:] > batch_sizes[:-1]).any():
-        raise RuntimeError("PackedSequence.batch_sizes must be non-negative and non-increasing "
-                           f"(sequences sorted by decreasing length), got {batch_sizes.tolist()}")
     if int(batch_sizes[0]) == 0:
         raise ValueError("PackedSequence holds an empty batch (batch_sizes[0] == 0)")
-    if data.dim() >= 1 and int(batch_sizes.sum()) != data.size(0):
-        raise RuntimeError(f"PackedSequence.data has {data.size(0)} rows but batch_sizes sum to "
-                           f"{int(batch_sizes.sum())}")
+    if int(batch_sizes.min()) < 1 or bool((batch_sizes[1:] > batch_sizes[:-1]).any()):
+        raise RuntimeError("PackedSequence.batch_sizes must be positive and non-increasing "
+                           f"(sequences sorted by decreasing length), got {batch_sizes.tolist()}")
+    if data.dim() != 2 or int(batch_sizes.sum()) != data.size(0):
+        raise RuntimeError(f"PackedSequence.data must have shape [{int(batch_sizes.sum())}, "
+                           f"input_size] (batch_sizes sum to {int(batch_sizes.sum())}), got "
+                           f"{list(data.shape)}")
 
 
 def _amp_dtype(x: Tensor, weight: Tensor, lstm_layer: bool) -> Optional[torch.dtype]:
@@ -224,7 +225,7 @@ class GRU(_RNNMixin, torch.nn.GRU):
         if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_indices, unsorted_indices = input
             _check_batch_sizes(data, batch_sizes)
-            _check_packed_dtype(self, data)
+            # unlike LSTM, torch's GRU runs check_input on packed data too (dtype: ValueError)
             max_batch_size = int(batch_sizes[0])
             if hx is None:
                 hx = _zeros_state(self, data, max_batch_size, (self.hidden_size,))[0]
@@ -264,8 +265,8 @@ def _zeros_state(module, x: Tensor, batch: int, sizes: Sequence[int]):
 
 
 def _check_packed_dtype(module, data: Tensor) -> None:
-    # torch's packed path skips check_input's dtype test and fails later in a matmul with a
-    # RuntimeError; keep that type, with check_input's clearer wording
+    # torch's packed LSTM path skips check_input's dtype test and fails later in a matmul with
+    # a RuntimeError; keep that type, with check_input's clearer wording
     w = module._flat_weights[0]
     if data.dtype != w.dtype and not torch.is_autocast_enabled(data.device.type):
         raise RuntimeError(f"RNN input dtype ({data.dtype}) does not match weight dtype "
@@ -282,10 +283,13 @@ def _cell_prepare(module, name: str, input: Tensor, hx: List[Tensor]):
         if h.size(0) != input.size(0):
             raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{i} batch "
                                f"size {h.size(0)}")
-        if h.dim() < 2 or h.size(1) != module.hidden_size:
-            got = h.size(1) if h.dim() >= 2 else "none (1-D hidden state with 2-D input)"
-            raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {got}, expected "
-                               f"{module.hidden_size}")
+        if h.dim() < 2:
+            # torch's ATen check indexes size(1) here, an IndexError: keep the type
+            raise IndexError(f"hidden{i} must have shape [{input.size(0)}, {module.hidden_size}] "
+                             f"for 2-D input, got {list(h.shape)}")
+        if h.size(1) != module.hidden_size:
+            raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {h.size(1)}, "
+                               f"expected {module.hidden_size}")
         if h.dim() != 2:
             raise RuntimeError(f"hidden{i} must have shape [B, {module.hidden_size}], got "
                                f"{list(h.shape)}")
