@@ -137,9 +137,12 @@ def make_pair(mode: str, c: Case, dtype=torch.float64, backend=None, dropout=0.0
     return ref, mod
 
 
-def make_inputs(mode: str, c: Case, dtype=torch.float64, seed=0):
+def make_inputs(mode: str, c: Case, dtype=torch.float64, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    rand = lambda *s: torch.randn(*s, generator=g, dtype=dtype).requires_grad_()  # noqa: E731
+
+    def rand(*s):
+        return torch.randn(*s, generator=g, dtype=dtype).to(device).requires_grad_()
+
     if c.unbatched:
         x = rand(c.T, c.I)
     else:
@@ -172,7 +175,8 @@ def run(module, c: Case, x, hx):
 def forward_backward(module, c: Case, x, hx, seed=1):
     out, states, meta = run(module, c, x, hx)
     g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, *states))
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum()
+               for t in (out, *states))
     hxs = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
     wrt = [x, *hxs, *module.parameters()]
     names = ["input"] + [f"hx[{i}]" for i in range(len(hxs))] + [n for n, _ in module.named_parameters()]
@@ -240,12 +244,34 @@ def test_fp32_error_within_twice_torch(mode, backend):
 def _errors(got, truth):
     out, states, _, grads = got
     out_t, states_t, _, grads_t = truth
-    errs = {"output": (out.double() - out_t).abs().max().item()}
+    err = lambda a, b: (a.detach().cpu().double() - b).abs().max().item()  # noqa: E731
+    errs = {"output": err(out, out_t)}
     for i, (s, t) in enumerate(zip(states, states_t)):
-        errs[f"state{i}"] = (s.double() - t).abs().max().item()
+        errs[f"state{i}"] = err(s, t)
     for name in grads_t:
-        errs["grad " + name] = (grads[name].double() - grads_t[name]).abs().max().item()
+        errs["grad " + name] = err(grads[name], grads_t[name])
     return errs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton", "reference"])
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_cuda_fp32_error_within_twice_cudnn(mode, backend):
+    """On the GPU the baseline is torch.nn on cuDNN; the truth is torch.nn in fp64 on the CPU."""
+    if backend not in BACKENDS:
+        pytest.skip(f"backend {backend!r} is not available here ({BACKENDS})")
+    c = FP32_CASE
+    skip_unless_runs(mode, backend, _layer_calls(mode, c, torch.float32))
+    ref64, _ = make_pair(mode, c)
+    cudnn = copy.deepcopy(ref64).float().cuda()
+    mod = getattr(fastrnn, mode)(c.I, c.H, num_layers=c.layers, bidirectional=True,
+                                 backend=backend, device="cuda")
+    mod.load_state_dict(cudnn.state_dict())
+    truth = forward_backward(ref64, c, *make_inputs(mode, c))
+    base = _errors(forward_backward(cudnn, c, *make_inputs(mode, c, torch.float32, device="cuda")), truth)
+    ours = _errors(forward_backward(mod, c, *make_inputs(mode, c, torch.float32, device="cuda")), truth)
+    for name, e in ours.items():
+        assert e <= 2 * base[name] + 1e-5, f"{name}: error {e:.3g} vs cuDNN fp32 {base[name]:.3g}"
 
 
 # ---------------------------------------------------------------------------------------------
