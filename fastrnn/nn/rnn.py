@@ -173,6 +173,7 @@ class LSTM(_RNNMixin, torch.nn.LSTM):
             max_batch_size = int(batch_sizes[0])
             if hx is None:
                 hx = _zeros_state(self, data, max_batch_size, (real_hidden_size, self.hidden_size))
+            _check_two_states(hx)
             self.check_forward_args(data, hx, batch_sizes)
             hx = self.permute_hidden(hx, sorted_indices)
             out, (h, c) = self._run(data, list(hx), batch_sizes)
@@ -199,6 +200,7 @@ class LSTM(_RNNMixin, torch.nn.LSTM):
                                        f"got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         self.check_forward_args(input, hx, None)
+        _check_two_states(hx)
         out, (h, c) = self._run(self._batched(input), list(hx), None)
         out = self._batched(out)
         if not is_batched:
@@ -257,6 +259,11 @@ class GRU(_RNNMixin, torch.nn.GRU):
         if not is_batched:
             out, h = out.squeeze(batch_dim), h.squeeze(1)
         return out, h
+
+
+def _check_two_states(hx) -> None:
+    if len(hx) != 2:
+        raise RuntimeError(f"lstm expects two hidden states (h_0, c_0), got {len(hx)}")
 
 
 def _zeros_state(module, x: Tensor, batch: int, sizes: Sequence[int]):
