@@ -113,3 +113,21 @@ def mma(a, b, acc, DOT_F32: tl.constexpr):
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     else:
         return tl.dot(a.to(b.dtype), b, acc)
+
+
+def weight_grads(dgx, dgh, x, hs_prev, w_ih, w_hh, has_b_ih, has_b_hh, dt):
+    """dx, dW_ih, dW_hh, db_ih, db_hh from the pre-activation gradients of the input side
+    dgx [T,B,GI] and of the recurrent side dgh [T,B,GH] (fp32; the same tensor for LSTM), with
+    hs_prev [T,B,H] the state each step read. Big GEMMs over all T after the recurrence, in the
+    input dtype for fp16/bf16 (tensor cores; PyTorch's autograd keeps these in that dtype too)."""
+    T, B, _ = dgx.shape
+    gx = dgx.reshape(T * B, -1)
+    gh = dgh.reshape(T * B, -1)
+    gxd = gx if dt == torch.float32 else gx.to(dt)
+    ghd = gxd if dgh is dgx else (gh if dt == torch.float32 else gh.to(dt))
+    dx = torch.matmul(gxd, w_ih).view(T, B, -1).to(dt)
+    dw_ih = torch.matmul(gxd.t(), x.reshape(T * B, -1)).to(dt)
+    dw_hh = torch.matmul(ghd.t(), hs_prev.reshape(T * B, -1).to(ghd.dtype)).to(dt)
+    db_ih = gx.sum(0).to(dt) if has_b_ih else None
+    db_hh = gh.sum(0).to(dt) if has_b_hh else None
+    return dx, dw_ih, dw_hh, db_ih, db_hh

@@ -403,19 +403,6 @@ def lstm_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, needs_grad):
     return y, hT, cT, saved
 
 
-def _weight_grads(dg, x, hs_prev, w_ih, w_hh, b_ih, b_hh, dt):
-    """dx, dW_ih, dW_hh, db_ih, db_hh from the pre-activation gradients dg [T,B,4H] (fp32):
-    big GEMMs over all T, in the input dtype for fp16/bf16 (tensor cores) like PyTorch's autograd."""
-    T, B, G = dg.shape
-    dg2 = dg.view(T * B, G)
-    dgd = dg2 if dt == torch.float32 else dg2.to(dt)
-    dx = torch.matmul(dgd, w_ih).view(T, B, -1).to(dt)
-    dw_ih = torch.matmul(dgd.t(), x.reshape(T * B, -1)).to(dt)
-    dw_hh = torch.matmul(dgd.t(), hs_prev.reshape(T * B, -1).to(dgd.dtype)).to(dt)
-    db = dg2.sum(0).to(dt)
-    return dx, dw_ih, dw_hh, (db if b_ih is not None else None), (db.clone() if b_hh is not None else None)
-
-
 def lstm_bwd(dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, saved):
     T, B, _ = x.shape
     H = h0.shape[1]
@@ -456,7 +443,8 @@ def lstm_bwd(dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, 
         dc0 = dc.to(dt)
         hs_prev = hs[:T]
 
-    dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(dg, x, hs_prev, w_ih, w_hh, b_ih, b_hh, dt)
+    dx, dw_ih, dw_hh, db_ih, db_hh = tu.weight_grads(dg, dg, x, hs_prev, w_ih, w_hh, b_ih is not None,
+                                                     b_hh is not None, dt)
     # dL/dh0 = dG_0 W_hh (+ the gradient that passed through padded steps)
     dh0 = torch.matmul(dg[0], w_hh.float())
     if dpass is not None:
