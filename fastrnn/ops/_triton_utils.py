@@ -63,7 +63,10 @@ def plan(B: int, H: int) -> BlockConfig:
     if INTERPRET:
         return BlockConfig(block_b(B), hp, hp)
     if hp <= MAX_PERSISTENT_H:
-        return BlockConfig(block_b(B), hp, min(hp, 64), 4 if hp <= 64 else 8)
+        # keep the 4 fp32 gate accumulators at <= 4 x 4096 values (64 registers a thread with 8
+        # warps): fewer batch rows per program at larger H, which also means more programs
+        bb = max(16, min(block_b(B), 4096 // hp))
+        return BlockConfig(bb, hp, min(hp, 64), 4 if hp <= 32 else 8)
     return BlockConfig(block_b(B), 0, 0)  # 0: tiled; BLOCK_H/BLOCK_K come from the autotuner
 
 
