@@ -121,6 +121,7 @@ def _validate(query, keys, values, kind, mask, weight, u, v, w_query, w_key, v_s
     D = Dq
     if kind == "general":
         check_tensor(weight, "weight", 2, (Dq, Dk), query, "query")
+        D = max(Dq, Dk)  # the kernel's D is Dq or Dk, whichever side is mapped
     elif kind == "low_rank":
         check_tensor(u, "u", 2, (None, Dq), query, "query")
         D = u.shape[0]
@@ -135,7 +136,8 @@ def _validate(query, keys, values, kind, mask, weight, u, v, w_query, w_key, v_s
     if key_proj is not None:
         if kind == "dot":
             raise ValueError("kind='dot' takes no key_proj (its keys are not mapped)")
-        check_tensor(key_proj, "key_proj", 3, (B, Tk, D), query, "query")
+        check_tensor(key_proj, "key_proj", 3, (B, Tk, Dq if kind == "general" else D), query,
+                     "query")
     return B, Tq, Tk, Dq, Dk, D
 
 
