@@ -58,7 +58,14 @@ class Attention(nn.Module):
         return {n: p for n, p in self.named_parameters(recurse=False)}
 
     def precompute(self, keys, values=None, mask=None) -> AttentionMemory:
-        """Map the keys once per source sentence; pass the result as ``memory=`` at each step."""
+        """Map the keys once per source sentence; pass the result as ``memory=`` at each step.
+
+        The key-side GEMM (general: k W^T, low_rank: k V^T, additive: k W1^T) then costs once per
+        sentence instead of once per decoder step; gradients still reach keys and the weights.
+        """
+        if not isinstance(keys, torch.Tensor) or keys.dim() != 3 or keys.shape[-1] != self.key_size:
+            shape = list(keys.shape) if isinstance(keys, torch.Tensor) else type(keys).__name__
+            raise ValueError(f"keys must have shape [B, Tk, {self.key_size}], got {shape}")
         p = self._weights()
         kp = project_keys(keys, self.kind, p.get("weight"), p.get("v"), p.get("w_key"))
         return AttentionMemory(keys, values, mask, kp)
@@ -70,6 +77,10 @@ class Attention(nn.Module):
             key_proj = None
         if keys is None:
             raise ValueError("Attention.forward needs keys or memory=precompute(keys)")
+        if not isinstance(query, torch.Tensor) or query.dim() not in (2, 3):
+            shape = list(query.shape) if isinstance(query, torch.Tensor) else type(query).__name__
+            raise ValueError(f"query must have shape [B, {self.query_size}] or "
+                             f"[B, Tq, {self.query_size}], got {shape}")
         one_step = query.dim() == 2
         q = query.unsqueeze(1) if one_step else query
         ctx, w = attention(q, keys, values, kind=self.kind, mask=mask, key_proj=key_proj,
