@@ -6,7 +6,8 @@
 
 Each sentence may produce at most ceil(max_len_a * src_len + max_len_b) tokens. The returned
 tokens exclude BOS and EOS; positions after a sentence's last token hold the decoder's
-padding_idx (attention rows there are zero). Scores are summed log-probabilities of every
+padding_idx (attention rows there are zero); padding_idx itself is never produced (its
+log-probability is set to -inf after the softmax, so the scores stay the model's log-probs). Scores are summed log-probabilities of every
 produced token, EOS included when it was produced; beam search divides them by the GNMT length
 penalty ((5 + n) / 6) ** alpha, n = number of produced tokens including EOS. Both run under
 torch.inference_mode and leave the modules' train/eval mode alone: call .eval() first.
@@ -83,7 +84,9 @@ def greedy_decode(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int,
     prev = torch.full((B,), bos, dtype=torch.long, device=dev)
     for t in range(L):
         logits, state, w = dec.step(prev, state)
-        best, tok = torch.log_softmax(logits.float(), -1).max(-1)
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[:, pad] = float("-inf")                             # padding is never an output
+        best, tok = logp.max(-1)
         scores += best.masked_fill(~alive, 0.0)
         emit = alive & (tok != eos)
         tokens[:, t] = tok.masked_fill(~emit, pad)
@@ -144,7 +147,9 @@ def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam
 
     for t in range(L):
         logits, state, w = dec.step(prev, state)
-        logp = torch.log_softmax(logits.float(), -1).view(B, k, V)
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[:, pad] = float("-inf")                             # padding is never an output
+        logp = logp.view(B, k, V)
         vals, idx = (scores.unsqueeze(2) + logp).view(B, k * V).topk(2 * k, dim=1)
         beam, tok = idx // V, idx % V                            # [B,2k]
         is_eos = tok == eos
