@@ -1,0 +1,193 @@
+"""Batched decoding with an ``Encoder`` + ``AttentionDecoder``: greedy and beam search.
+
+    res = greedy_decode(enc, dec, src [B,S], lengths [B], bos, eos, max_len_a=1.5, max_len_b=5)
+    res = beam_search(enc, dec, src, lengths, bos, eos, beam_size=4, alpha=0.6, ...)
+    -> DecodeResult(tokens [B,L] long, lengths [B], scores [B], attention [B,L,S] or None)
+
+Each sentence may produce at most ceil(max_len_a * src_len + max_len_b) tokens. The returned
+tokens exclude BOS and EOS; positions after a sentence's last token hold the decoder's
+padding_idx (attention rows there are zero); padding_idx itself is never produced (its
+log-probability is set to -inf after the softmax, so the scores stay the model's log-probs). Scores are summed log-probabilities of every
+produced token, EOS included when it was produced; beam search divides them by the GNMT length
+penalty ((5 + n) / 6) ** alpha, n = number of produced tokens including EOS. Both run under
+torch.inference_mode and leave the modules' train/eval mode alone: call .eval() first.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+
+class DecodeResult(NamedTuple):
+    tokens: Tensor
+    lengths: Tensor
+    scores: Tensor
+    attention: Optional[Tensor]
+
+
+def length_penalty(n, alpha: float):
+    """GNMT's ((5 + n) / 6) ** alpha for n produced tokens (EOS included)."""
+    if isinstance(n, Tensor):
+        return ((5.0 + n.double()) / 6.0).pow(alpha)
+    return ((5.0 + n) / 6.0) ** alpha
+
+
+def max_lengths(lengths: Tensor, max_len_a: float, max_len_b: float) -> Tensor:
+    """ceil(a * src_len + b) per sentence, at least 1. The 1e-9 keeps a product such as
+    1.1 * 10 = 11.000000000000002 from rounding up to 12."""
+    m = torch.ceil(lengths.double() * max_len_a + max_len_b - 1e-9).long()
+    return m.clamp(min=1)
+
+
+def _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b):
+    from fastrnn.nn.seq2seq import AttentionDecoder, Encoder
+
+    if not isinstance(enc, Encoder):
+        raise TypeError(f"enc must be a fastrnn.Encoder, got {type(enc).__name__}")
+    if not isinstance(dec, AttentionDecoder):
+        raise TypeError(f"dec must be a fastrnn.AttentionDecoder, got {type(dec).__name__}")
+    V = dec.vocab_size
+    for name, tok in (("bos", bos), ("eos", eos)):
+        if not isinstance(tok, int) or isinstance(tok, bool) or not 0 <= tok < V:
+            raise ValueError(f"{name} must be an int token id in [0, {V}), got {tok!r}")
+    for name, x in (("max_len_a", max_len_a), ("max_len_b", max_len_b)):
+        if not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {x!r}")
+    if not isinstance(src, Tensor) or src.dim() != 2:
+        raise ValueError(f"src must be a LongTensor of shape [B, S], got "
+                         f"{list(src.shape) if isinstance(src, Tensor) else type(src).__name__}")
+    if not isinstance(lengths, Tensor) or lengths.shape != (src.shape[0],):
+        raise ValueError(f"lengths must be a LongTensor of shape [{src.shape[0]}], got "
+                         f"{list(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__}")
+
+
+@torch.inference_mode()
+def greedy_decode(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int,
+                  max_len_a: float = 1.5, max_len_b: float = 5) -> DecodeResult:
+    """Pick the most probable token at each step; scores are raw summed log-probabilities."""
+    _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b)
+    enc_out = enc(src, lengths)
+    state = dec.init_state(enc_out)
+    B, S = src.shape
+    dev = src.device
+    maxlen = max_lengths(lengths, max_len_a, max_len_b).to(dev)
+    L = int(maxlen.max())
+    pad = dec.padding_idx if dec.padding_idx is not None else 0
+    tokens = torch.full((B, L), pad, dtype=torch.long, device=dev)
+    attn = enc_out.states.new_zeros(B, L, S) if dec.attn is not None else None
+    scores = torch.zeros(B, dtype=torch.float32, device=dev)
+    out_len = torch.zeros(B, dtype=torch.long, device=dev)
+    alive = torch.ones(B, dtype=torch.bool, device=dev)
+    prev = torch.full((B,), bos, dtype=torch.long, device=dev)
+    for t in range(L):
+        logits, state, w = dec.step(prev, state)
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[:, pad] = float("-inf")                             # padding is never an output
+        best, tok = logp.max(-1)
+        scores += best.masked_fill(~alive, 0.0)
+        emit = alive & (tok != eos)
+        tokens[:, t] = tok.masked_fill(~emit, pad)
+        if attn is not None:
+            attn[:, t] = w.masked_fill(~emit.unsqueeze(1), 0.0)
+        out_len += emit
+        alive = emit & (t + 1 < maxlen)
+        if not bool(alive.any()):
+            break
+        prev = tok
+    n = int(out_len.max()) if B else 0
+    return DecodeResult(tokens[:, :n].contiguous(), out_len, scores,
+                        attn[:, :n].contiguous() if attn is not None else None)
+
+
+@torch.inference_mode()
+def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam_size: int = 4,
+                alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: float = 5) -> DecodeResult:
+    """Batched beam search with the GNMT length penalty; returns each sentence's best hypothesis.
+
+    Per step, each sentence ranks its k*V extensions and takes the best 2k: the EOS ones among
+    the first k become finished hypotheses, the first k non-EOS ones form the next beam. A
+    sentence stops after k finished hypotheses or at its maximum length (where its k best
+    extensions all finish). Scores are length-normalised: log-prob / ((5 + n) / 6) ** alpha.
+    """
+    _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b)
+    if not isinstance(beam_size, int) or isinstance(beam_size, bool) or beam_size < 1:
+        raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+    V = dec.vocab_size
+    k = beam_size
+    if 2 * k > V:
+        raise ValueError(f"beam_size must be at most vocab_size / 2 = {V // 2}, got {k}")
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    enc_out = enc(src, lengths)
+    state = dec.init_state(enc_out).repeat_interleave(k)        # row b*k + j: beam j of sentence b
+    B, S = src.shape
+    dev = src.device
+    maxlen = max_lengths(lengths, max_len_a, max_len_b).to(dev)
+    L = int(maxlen.max())
+    pad = dec.padding_idx if dec.padding_idx is not None else 0
+    has_attn = dec.attn is not None
+    adt = enc_out.states.dtype
+
+    scores = torch.zeros(B, k, dtype=torch.float32, device=dev)
+    scores[:, 1:] = float("-inf")                                # first step: one live beam
+    hist = torch.full((B, k, L), pad, dtype=torch.long, device=dev)
+    ahist = torch.zeros(B, k, L, S, dtype=adt, device=dev) if has_attn else None
+    best_score = torch.full((B,), float("-inf"), dtype=torch.float32, device=dev)
+    best_tok = torch.full((B, L), pad, dtype=torch.long, device=dev)
+    best_len = torch.zeros(B, dtype=torch.long, device=dev)
+    best_attn = torch.zeros(B, L, S, dtype=adt, device=dev) if has_attn else None
+    n_done = torch.zeros(B, dtype=torch.long, device=dev)
+    active = torch.ones(B, dtype=torch.bool, device=dev)
+    rank = torch.arange(2 * k, device=dev)
+    rows = torch.arange(B, device=dev).unsqueeze(1)              # [B,1]
+    prev = torch.full((B * k,), bos, dtype=torch.long, device=dev)
+
+    for t in range(L):
+        logits, state, w = dec.step(prev, state)
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[:, pad] = float("-inf")                             # padding is never an output
+        logp = logp.view(B, k, V)
+        vals, idx = (scores.unsqueeze(2) + logp).view(B, k * V).topk(2 * k, dim=1)
+        beam, tok = idx // V, idx % V                            # [B,2k]
+        is_eos = tok == eos
+        last = (t + 1 >= maxlen).unsqueeze(1)                    # [B,1]
+        fin = active.unsqueeze(1) & (rank < k) & (is_eos | last) & torch.isfinite(vals)
+        norm = (vals / length_penalty(t + 1, alpha)).masked_fill(~fin, float("-inf"))
+        cand, j = norm.max(1)
+        better = cand > best_score
+        if bool(better.any()):
+            b = better.nonzero().squeeze(1)
+            jb, src_beam, tb = j[b], beam[b, j[b]], tok[b, j[b]]
+            keep = tb != eos                                      # a max-length ending keeps its token
+            best_tok[b] = hist[b, src_beam]
+            best_tok[b, t] = tb.masked_fill(~keep, pad)
+            best_len[b] = t + keep.long()
+            best_score[b] = cand[b]
+            if has_attn:
+                best_attn[b] = ahist[b, src_beam]
+                wb = w.view(B, k, S)[b, src_beam]
+                best_attn[b, t] = wb.masked_fill(~keep.unsqueeze(1), 0.0)
+        n_done += fin.sum(1)
+        active &= (n_done < k) & ~last.squeeze(1)
+        if not bool(active.any()):
+            break
+        # The next beam: the first k non-EOS extensions (there are always at least k of 2k).
+        pick = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :k]
+        nb, nt = beam.gather(1, pick), tok.gather(1, pick)
+        scores = vals.gather(1, pick)
+        state = state.reorder((rows * k + nb).view(-1))
+        hist = hist[rows, nb]
+        hist[:, :, t] = nt
+        if has_attn:
+            ahist = ahist[rows, nb]
+            ahist[:, :, t] = w.view(B, k, S)[rows, nb]
+        prev = nt.view(-1)
+    n = int(best_len.max()) if B else 0
+    return DecodeResult(best_tok[:, :n].contiguous(), best_len, best_score,
+                        best_attn[:, :n].contiguous() if has_attn else None)
+
+
+__all__ = ["DecodeResult", "greedy_decode", "beam_search", "length_penalty", "max_lengths"]

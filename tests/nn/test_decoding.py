@@ -1,0 +1,289 @@
+"""greedy_decode and beam_search: beam 1 == greedy, beam >= greedy, lengths, EOS, padding
+invariance, a model that learns to copy / reverse, plot_attention, and bad input."""
+import math
+
+import pytest
+import torch
+
+import fastrnn
+from fastrnn import AttentionDecoder, Encoder, beam_search, greedy_decode, plot_attention
+from fastrnn.nn.decoding import length_penalty, max_lengths
+
+PAD, BOS, EOS = 0, 1, 2
+V = 17
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: intra-op threads only add barrier waits (seconds on a busy machine).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _models(cell="gru", attention="additive", eos_bias=0.0, seed=0, dtype=torch.float32):
+    """A random model whose choices vary with the input and the step (weights scaled up, so
+    untrained outputs are not one constant token); eos_bias shifts EOS's logit so that
+    sentences end at varied steps, some by EOS and some at the maximum length."""
+    torch.manual_seed(seed)
+    M = 10 if attention == "dot" else 12
+    enc = Encoder(V, 8, M // 2, num_layers=2, cell=cell, dec_hidden_size=10, dec_num_layers=2)
+    dec = AttentionDecoder(V, 8, 10, M, num_layers=2, cell=cell, attention=attention)
+    with torch.no_grad():
+        for name, p in dec.named_parameters():
+            if not name.startswith("out."):
+                p.mul_(3.0)
+        dec.out.weight.mul_(4.0)
+        dec.out.bias[EOS] += eos_bias
+    return enc.to(dtype).eval(), dec.to(dtype).eval()
+
+
+def _batch(B, S, seed=1, lo=1):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(lo, S + 1, (B,), generator=g)
+    lengths[0] = S
+    src = torch.randint(3, V, (B, S), generator=g)
+    src[torch.arange(S).unsqueeze(0) >= lengths.unsqueeze(1)] = PAD
+    return src, lengths
+
+
+def _steps(res, maxlen):
+    """Tokens produced per sentence, EOS included: the length in the penalty."""
+    return torch.minimum(res.lengths + 1, maxlen)
+
+
+def _check_well_formed(res, src, lengths, a=1.5, b=5):
+    B, S = src.shape
+    maxlen = max_lengths(lengths, a, b)
+    L = res.tokens.shape[1]
+    assert res.tokens.dtype == torch.long and res.tokens.shape == (B, L)
+    assert res.lengths.shape == (B,) and int(res.lengths.max()) == L
+    assert (res.lengths <= maxlen).all()
+    pos = torch.arange(L).unsqueeze(0)
+    real = pos < res.lengths.unsqueeze(1)
+    assert (res.tokens[~real] == PAD).all()
+    assert not (res.tokens[real] == EOS).any() and not (res.tokens[real] == PAD).any()
+    if res.attention is not None:
+        assert res.attention.shape == (B, L, S)
+        torch.testing.assert_close(res.attention.sum(-1), real.to(res.attention.dtype))
+        src_pad = torch.arange(S).unsqueeze(0) >= lengths.unsqueeze(1)
+        assert (res.attention.masked_select(src_pad.unsqueeze(1).expand_as(res.attention)) == 0).all()
+
+
+@pytest.mark.parametrize("cell,attention,eos_bias", [
+    pytest.param("gru", "additive", 1.0, id="gru-additive"),
+    pytest.param("lstm", "general", -0.5, id="lstm-general"),
+    pytest.param("gru", None, 3.0, id="gru-noattn"),
+    pytest.param("lstm", "dot", 1.0, id="lstm-dot"),
+])
+def test_beam_size_1_is_greedy(cell, attention, eos_bias):
+    enc, dec = _models(cell, attention, eos_bias=eos_bias)
+    src, lengths = _batch(7, 6)
+    g = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+    b = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=1, alpha=0.6)
+    _check_well_formed(g, src, lengths)
+    maxlen = max_lengths(lengths, 1.5, 5)
+    assert 0 < int((g.lengths < maxlen).sum()) < 7, "the test needs sentences ending both ways"
+    torch.testing.assert_close(b.tokens, g.tokens, rtol=0, atol=0)
+    torch.testing.assert_close(b.lengths, g.lengths, rtol=0, atol=0)
+    want = (g.scores.double() / length_penalty(_steps(g, maxlen), 0.6)).float()
+    torch.testing.assert_close(b.scores, want, rtol=1e-5, atol=1e-5)
+    if attention is None:
+        assert g.attention is None and b.attention is None
+    else:
+        torch.testing.assert_close(b.attention, g.attention, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_beam_score_at_least_greedy(k):
+    enc, dec = _models("lstm", "general", eos_bias=-0.5, seed=4)
+    src, lengths = _batch(12, 7, seed=5)
+    g = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+    b = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=k, alpha=0.6)
+    _check_well_formed(b, src, lengths)
+    g_norm = (g.scores.double() / length_penalty(_steps(g, max_lengths(lengths, 1.5, 5)), 0.6)).float()
+    assert (b.scores >= g_norm - 1e-5).all()
+    assert (b.scores > g_norm + 1e-3).any(), "beam search never beat greedy: a weak test case"
+
+
+def test_beam_scores_are_the_model_log_probs():
+    """Rescoring the returned hypotheses with teacher forcing gives back the beam's scores."""
+    enc, dec = _models("gru", "additive", eos_bias=1.0, seed=6, dtype=torch.float64)
+    src, lengths = _batch(6, 5, seed=7)
+    res = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=3, alpha=0.8)
+    maxlen = max_lengths(lengths, 1.5, 5)
+    for i in range(6):
+        n = int(res.lengths[i])
+        ended = n < int(maxlen[i])
+        toks = res.tokens[i, :n].tolist() + ([EOS] if ended else [])
+        tgt_in = torch.tensor([[BOS] + toks[:-1]])
+        logp = torch.log_softmax(dec(tgt_in, enc(src[i:i + 1], lengths[i:i + 1]))[0], -1)[0]
+        total = float(logp.detach()[torch.arange(len(toks)), torch.tensor(toks)].sum())
+        assert math.isclose(float(res.scores[i]), total / length_penalty(len(toks), 0.8),
+                            rel_tol=1e-5, abs_tol=1e-5)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_max_length_without_eos(search):
+    enc, dec = _models(eos_bias=-1e4)                           # EOS never wins
+    src, lengths = _batch(5, 6, seed=8)
+    a, b = 0.5, 2
+    if search == "greedy":
+        res = greedy_decode(enc, dec, src, lengths, BOS, EOS, max_len_a=a, max_len_b=b)
+    else:
+        res = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=3, max_len_a=a, max_len_b=b)
+    want = torch.tensor([math.ceil(a * n + b) for n in lengths.tolist()])
+    torch.testing.assert_close(res.lengths, want, rtol=0, atol=0)
+    _check_well_formed(res, src, lengths, a, b)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_immediate_eos_gives_empty_output(search):
+    enc, dec = _models(eos_bias=1e4)                            # EOS always wins
+    src, lengths = _batch(3, 4)
+    fn = greedy_decode if search == "greedy" else beam_search
+    res = fn(enc, dec, src, lengths, BOS, EOS)
+    assert res.tokens.shape == (3, 0) and (res.lengths == 0).all()
+    assert torch.isfinite(res.scores).all() and (res.scores <= 0).all()
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_batch_equals_one_by_one(search):
+    enc, dec = _models("lstm", "general", eos_bias=-0.5, seed=4)
+    src, lengths = _batch(5, 6, seed=10)
+    fn = greedy_decode if search == "greedy" else beam_search
+    res = fn(enc, dec, src, lengths, BOS, EOS)
+    for i in range(5):
+        n = int(lengths[i])
+        one = fn(enc, dec, src[i:i + 1, :n], lengths[i:i + 1], BOS, EOS)
+        m = int(one.lengths[0])
+        assert int(res.lengths[i]) == m
+        assert res.tokens[i, :m].tolist() == one.tokens[0].tolist()
+        torch.testing.assert_close(res.scores[i], one.scores[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(res.attention[i, :m, :n], one.attention[0], rtol=1e-5, atol=1e-6)
+
+
+def test_max_lengths_formula():
+    lengths = torch.tensor([1, 4, 10, 7])
+    assert max_lengths(lengths, 1.5, 5).tolist() == [7, 11, 20, 16]
+    assert max_lengths(lengths, 1.1, 0).tolist() == [2, 5, 11, 8]    # 1.1 * 10 is 11, not 12
+    assert max_lengths(lengths, 0, 0).tolist() == [1, 1, 1, 1]
+
+
+# -- learning ------------------------------------------------------------------------------------
+
+def _task_data(n, task, g, lo=3, hi=8, nsym=10):
+    lengths = torch.randint(lo, hi + 1, (n,), generator=g)
+    src = torch.randint(3, 3 + nsym, (n, hi), generator=g)
+    src[torch.arange(hi).unsqueeze(0) >= lengths.unsqueeze(1)] = PAD
+    tgt = src.clone()
+    if task == "reverse":
+        for i, m in enumerate(lengths.tolist()):
+            tgt[i, :m] = src[i, :m].flip(0)
+    return src, lengths, tgt
+
+
+def _train(task, cell, steps, seed=0):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    nv = 13
+    enc = Encoder(nv, 32, 32, num_layers=1, cell=cell, dec_hidden_size=64, dec_num_layers=1)
+    dec = AttentionDecoder(nv, 32, 64, 64, num_layers=1, cell=cell, attention="general")
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-2)
+    for _ in range(steps):
+        src, lengths, tgt = _task_data(64, task, g)
+        T = tgt.shape[1]
+        tgt_out = torch.cat([tgt, torch.full((64, 1), PAD)], 1)
+        tgt_out[torch.arange(64), lengths] = EOS
+        tgt_in = torch.cat([torch.full((64, 1), BOS), tgt], 1)
+        logits, _ = dec(tgt_in, enc(src, lengths))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, nv), tgt_out.reshape(-1),
+                                                 ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(enc.parameters()) + list(dec.parameters()), 1.0)
+        opt.step()
+    enc.eval(), dec.eval()
+    src, lengths, tgt = _task_data(200, task, torch.Generator().manual_seed(seed + 12345))
+    res = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+    exact = sum(int(res.lengths[i]) == int(lengths[i]) and
+                res.tokens[i, :int(lengths[i])].tolist() == tgt[i, :int(lengths[i])].tolist()
+                for i in range(200)) / 200
+    return exact, enc, dec, (src, lengths)
+
+
+def test_learns_to_copy():
+    exact, enc, dec, (src, lengths) = _train("copy", "gru", steps=250)
+    assert exact >= 0.95, f"exact match {exact:.1%} on held-out sequences"
+    # the learned attention of a copy is (nearly) the diagonal
+    res = greedy_decode(enc, dec, src[:20], lengths[:20], BOS, EOS)
+    for i in range(20):
+        m = int(lengths[i])
+        if int(res.lengths[i]) == m:
+            assert (res.attention[i, :m, :m].argmax(-1) == torch.arange(m)).float().mean() >= 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,cell", [("reverse", "lstm"), ("reverse", "gru"), ("copy", "lstm")])
+def test_learns_task_slow(task, cell):
+    exact, *_ = _train(task, cell, steps=400)
+    assert exact >= 0.95, f"{task} with {cell}: exact match {exact:.1%} on held-out sequences"
+
+
+def test_learns_to_reverse_with_beam():
+    exact, enc, dec, (src, lengths) = _train("reverse", "gru", steps=300, seed=1)
+    assert exact >= 0.95, f"exact match {exact:.1%} on held-out sequences"
+    res = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=3)
+    want = [src[i, :int(lengths[i])].flip(0).tolist() for i in range(len(lengths))]
+    got = [res.tokens[i, :int(res.lengths[i])].tolist() for i in range(len(lengths))]
+    assert sum(a == b for a, b in zip(got, want)) / len(want) >= 0.95
+
+
+# -- plot and errors -------------------------------------------------------------------------
+
+def test_plot_attention_writes_png(tmp_path):
+    w = torch.softmax(torch.randn(4, 6), -1)
+    path = plot_attention(w, list("abcdef"), ["w", "x", "y", "z"], tmp_path / "sub" / "attn.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+    assert img[..., :3].std() > 0.05                           # not a blank canvas
+
+
+def test_plot_attention_bad_input(tmp_path):
+    w = torch.rand(3, 4)
+    with pytest.raises(ValueError, match=r"\[L, S\]"):
+        plot_attention(w[0], list("abcd"), list("xyz"), tmp_path / "a.png")
+    with pytest.raises(ValueError, match="src_tokens"):
+        plot_attention(w, list("abc"), list("xyz"), tmp_path / "a.png")
+    with pytest.raises(ValueError, match="tgt_tokens"):
+        plot_attention(w, list("abcd"), list("xy"), tmp_path / "a.png")
+    with pytest.raises(ValueError, match="png"):
+        plot_attention(w, list("abcd"), list("xyz"), tmp_path / "a.jpg")
+
+
+def test_decoding_bad_input():
+    enc, dec = _models()
+    src, lengths = _batch(2, 4)
+    with pytest.raises(ValueError, match="eos"):
+        greedy_decode(enc, dec, src, lengths, BOS, V)
+    with pytest.raises(ValueError, match="bos"):
+        beam_search(enc, dec, src, lengths, -1, EOS)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=0)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=V)
+    with pytest.raises(ValueError, match="alpha"):
+        beam_search(enc, dec, src, lengths, BOS, EOS, alpha=float("nan"))
+    with pytest.raises(ValueError, match="max_len_a"):
+        greedy_decode(enc, dec, src, lengths, BOS, EOS, max_len_a=-1)
+    with pytest.raises(ValueError, match="lengths"):
+        greedy_decode(enc, dec, src, lengths[:1], BOS, EOS)
+    with pytest.raises(TypeError, match="fastrnn.Encoder"):
+        greedy_decode(dec, enc, src, lengths, BOS, EOS)
+    with pytest.raises(TypeError, match="src"):
+        greedy_decode(enc, dec, src.float(), lengths, BOS, EOS)
