@@ -1,0 +1,308 @@
+"""Helpers of the NMT half of the example: vocabularies, text <-> ids, noise, batches, files.
+
+Vocabulary design (issue 8, item 1). Each language keeps its own word list, taken from its
+mapped embeddings (<work>/emb/mapped.<l>.pt, words by descending frequency), so "die" (de) and
+"die" (en) stay two words. Ids are *local* to a language: 0 pad, 1 bos, 2 eos, 3 unk, then the
+words. The shared encoder reads a *joint* table, the two languages' mapped matrices
+concatenated after the 4 special rows (joint id = local id + the language's offset); each
+decoder reads and predicts only its own language's local ids, so a decoder's softmax is never
+wasted on the other language. Separate tables concatenated need no prefixing of colliding
+words and keep each decoder's output layer at the size of its own vocabulary.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+NUM_SPECIAL = len(SPECIALS)
+
+
+# ----------------------------------------------------------------------------- files
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", encoding="utf-8"):
+    """Write to a temp file next to ``path`` and os.replace it in: a killed run leaves either
+    the old file or the new one, never half of one."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": encoding})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_torch_save(obj, path) -> None:
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_json(obj, path) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def read_lines(path) -> List[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def load_mapped(path):
+    """<work>/emb/mapped.<l>.pt -> (words, vectors [V,E] float32) (the contract's format)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `unmt.py embed` first (part 1 writes it)")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    words, vectors = obj["words"], obj["vectors"].float()
+    if vectors.dim() != 2 or vectors.shape[0] != len(words):
+        raise ValueError(f"{path}: vectors must be [len(words), E], got {tuple(vectors.shape)} "
+                         f"for {len(words)} words")
+    return list(words), vectors
+
+
+# ----------------------------------------------------------------------------- tokenization
+
+_moses: Dict[tuple, object] = {}
+
+
+def tokenize(line: str, lang: str) -> List[str]:
+    """Raw sentence -> lowercased sacremoses tokens, as part 1 writes the *.tok files."""
+    from sacremoses import MosesTokenizer
+    key = ("tok", lang)
+    if key not in _moses:
+        _moses[key] = MosesTokenizer(lang=lang)
+    return _moses[key].tokenize(line.strip().lower(), escape=False)
+
+
+def detokenize(tokens: Sequence[str], lang: str) -> str:
+    from sacremoses import MosesDetokenizer
+    key = ("detok", lang)
+    if key not in _moses:
+        _moses[key] = MosesDetokenizer(lang=lang)
+    return _moses[key].detokenize(list(tokens))
+
+
+# ----------------------------------------------------------------------------- vocabularies
+
+@dataclass
+class Vocab:
+    """One language's words (local ids) and, for the BPE variant, its sentencepiece model."""
+    lang: str
+    words: List[str]
+    offset: int = 0                      # joint id = local id + offset for local ids >= 4
+    bpe_model: Optional[str] = None
+    index: Dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.index = {w: i + NUM_SPECIAL for i, w in enumerate(self.words)}
+        self._sp = None
+
+    def __len__(self):
+        return NUM_SPECIAL + len(self.words)
+
+    @property
+    def sp(self):
+        if self._sp is None and self.bpe_model:
+            import sentencepiece as spm
+            self._sp = spm.SentencePieceProcessor(model_file=self.bpe_model)
+        return self._sp
+
+    def units(self, tokens: Sequence[str]) -> List[str]:
+        """Word tokens -> the units the model reads (BPE pieces in the BPE variant)."""
+        if self.sp is None:
+            return list(tokens)
+        return self.sp.encode(" ".join(tokens), out_type=str) if tokens else []
+
+    def encode(self, tokens: Sequence[str]) -> List[int]:
+        return [self.index.get(u, UNK) for u in self.units(tokens)]
+
+    def decode(self, ids: Sequence[int], src_tokens: Optional[Sequence[str]] = None,
+               attn: Optional[torch.Tensor] = None) -> List[str]:
+        """Local ids -> word tokens. An <unk> becomes the source word it attends to most (when
+        attention is given), else is dropped: copying is the right guess for names."""
+        out = []
+        for j, i in enumerate(ids):
+            i = int(i)
+            if i in (PAD, BOS, EOS):
+                continue
+            if i == UNK:
+                if attn is not None and src_tokens:
+                    s = int(attn[j, :len(src_tokens)].argmax())
+                    out.append(src_tokens[s])
+                continue
+            out.append(self.words[i - NUM_SPECIAL])
+        if self.sp is not None:
+            return self.sp.decode(out).split() if out else []
+        return out
+
+    def to_joint(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.where(ids >= NUM_SPECIAL, ids + self.offset, ids)
+
+    def state(self):
+        return {"lang": self.lang, "words": self.words, "offset": self.offset,
+                "bpe_model": self.bpe_model}
+
+    @classmethod
+    def from_state(cls, s):
+        return cls(s["lang"], s["words"], s["offset"], s.get("bpe_model"))
+
+
+def bpe_embeddings(sp_path: str, words: List[str], vectors: torch.Tensor, corpus: List[List[str]],
+                   seed: int = 0):
+    """Vectors for a language's BPE pieces in the shared space: each piece gets the mean mapped
+    vector of the words it appears in (words weighted equally), so the cross-lingual signal of
+    the word mapping carries over to subwords. Pieces no mapped word contains get a small random
+    vector. Returns (pieces, vectors)."""
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=sp_path)
+    pieces: Dict[str, int] = {}
+    for toks in corpus:
+        for p in sp.encode(" ".join(toks), out_type=str):
+            pieces[p] = pieces.get(p, 0) + 1
+    order = sorted(pieces, key=lambda p: -pieces[p])
+    pos = {p: i for i, p in enumerate(order)}
+    acc = torch.zeros(len(order), vectors.shape[1])
+    cnt = torch.zeros(len(order))
+    for w, v in zip(words, vectors):
+        for p in sp.encode(w, out_type=str):
+            if p in pos:
+                acc[pos[p]] += v
+                cnt[pos[p]] += 1
+    g = torch.Generator().manual_seed(seed)
+    out = torch.randn(len(order), vectors.shape[1], generator=g) * 0.01
+    have = cnt > 0
+    out[have] = acc[have] / cnt[have, None]
+    return order, out
+
+
+def build_vocabs(work: str, src: str, tgt: str, max_vocab: int, bpe: bool = False):
+    """Both languages' vocabularies and the joint encoder table [4 + V_src + V_tgt, E]."""
+    vocabs, mats = [], []
+    offset = 0
+    for lang in (src, tgt):
+        words, vectors = load_mapped(os.path.join(work, "emb", f"mapped.{lang}.pt"))
+        words, vectors = words[:max_vocab], vectors[:max_vocab]
+        bpe_model = None
+        if bpe:
+            bpe_model = os.path.join(work, "data", "bpe.model")
+            if not os.path.exists(bpe_model):
+                raise FileNotFoundError(f"{bpe_model} not found: `unmt.py prepare` writes it")
+            corpus = [line.split() for line in read_lines(os.path.join(work, "data", f"mono.{lang}.tok"))]
+            words, vectors = bpe_embeddings(bpe_model, words, vectors, corpus)
+            words, vectors = words[:max_vocab], vectors[:max_vocab]
+        vocabs.append(Vocab(lang, words, offset, bpe_model))
+        mats.append(vectors)
+        offset += len(words)
+    dim = mats[0].shape[1]
+    joint = torch.cat([torch.zeros(NUM_SPECIAL, dim)] + mats)
+    return vocabs, joint, [torch.cat([torch.zeros(NUM_SPECIAL, dim), m]) for m in mats]
+
+
+# ----------------------------------------------------------------------------- noise and batches
+
+def add_noise(ids: List[int], g: random.Random) -> List[int]:
+    """Artetxe et al. 2017, 3.2: len//2 random swaps of contiguous words. A permutation, so the
+    multiset of tokens is kept."""
+    out = list(ids)
+    n = len(out)
+    for _ in range(n // 2):
+        i = g.randrange(n - 1)
+        out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], bos: bool = False, eos: bool = False):
+    """Lists of ids -> (ids [B,L] long padded with PAD, lengths [B] long)."""
+    seqs = [([BOS] if bos else []) + list(s) + ([EOS] if eos else []) for s in seqs]
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), max(1, int(lengths.max()) if len(seqs) else 1)), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return out, lengths
+
+
+class Stream:
+    """An endless, resumable stream of batches of example indices.
+
+    Each epoch is a fresh permutation drawn from (seed, name, epoch), so the order is a pure
+    function of the position: (epoch, pos) is all a checkpoint needs to carry. Under data
+    parallelism every rank walks the same global order and takes its slice of each global batch.
+    """
+
+    def __init__(self, name: str, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if n == 0:
+            raise ValueError(f"stream {name!r} has no examples")
+        self.name, self.n, self.batch_size, self.seed = name, n, batch_size, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.pos = 0, 0
+        self._perm = None
+
+    def _order(self):
+        if self._perm is None:
+            h = sum((i + 1) * ord(c) for i, c in enumerate(self.name))
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + h * 7919 + self.epoch)
+            self._perm = torch.randperm(self.n, generator=g).tolist()
+        return self._perm
+
+    def next(self) -> List[int]:
+        gb = self.batch_size * self.world
+        order = self._order()
+        if self.pos + gb > self.n and self.pos > 0:
+            self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
+            order = self._order()
+        glob = [order[(self.pos + i) % self.n] for i in range(gb)]
+        self.pos += gb
+        return glob[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def state(self):
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state(self, s):
+        self.epoch, self.pos, self._perm = s["epoch"], s["pos"], None
+
+
+def bucket_by_length(n_items: Sequence[int], batch_tokens: int) -> Iterator[List[int]]:
+    """Indices sorted by length, cut into batches of about batch_tokens source tokens (for
+    inference: similar lengths waste little padding)."""
+    order = sorted(range(len(n_items)), key=lambda i: n_items[i])
+    batch, longest = [], 0
+    for i in order:
+        longest = max(longest, n_items[i], 1)
+        if batch and longest * (len(batch) + 1) > batch_tokens:
+            yield batch
+            batch, longest = [], max(n_items[i], 1)
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def rng_state():
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+
+
+def fmt_time(seconds: float) -> str:
+    seconds = int(math.ceil(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,341 @@
+"""`reproduce --preset demo|cpu|full`: the rows of Artetxe et al. 2017's table 1 on this data.
+
+  full  every row (nearest-neighbour baseline, denoising, + back-translation, + BPE, + 1k/10k
+        parallel, supervised 1k/10k/all) and the attention ablation on + back-translation
+        (none, dot, general, low_rank, additive), both pairs, the paper's sizes, for a GPU
+  cpu   the same rows, both pairs, small models, each training capped so that everything ends
+        within about 3 hours on a 2-core CPU
+  demo  de-en only: prepare, embed, baseline, a short unsupervised training, the BLEU table, a
+        few test sentences translated, one attention heatmap; about 30 minutes on 2 CPU cores
+
+Outputs under runs/<preset>/: <pair>/<row>/ (models, logs, test scores), RESULTS.md (the table
+in the paper's layout with hardware, wall times and tokens/s), results.json, curves.png and
+attention.png. Every finished step is cached: rerunning continues where a killed run stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+from nmt_utils import atomic_write, fmt_time, read_lines, write_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLUMNS = ["fr-en", "en-fr", "de-en", "en-de"]
+
+# (key, label, train flags); baseline has no training
+ROWS = [
+    ("baseline", "Baseline (emb. nearest neighbour)", None),
+    ("denoise", "Unsupervised: denoising", ["--no-backtranslation"]),
+    ("backtrans", "Unsupervised: + backtranslation", []),
+    ("bpe", "Unsupervised: + BPE", ["--bpe"]),
+    ("semi1k", "Semi-supervised: + 1k parallel", ["--parallel", "1000"]),
+    ("semi10k", "Semi-supervised: + 10k parallel", ["--parallel", "10000"]),
+    ("sup1k", "Supervised: 1k parallel", ["--supervised", "1000"]),
+    ("sup10k", "Supervised: 10k parallel", ["--supervised", "10000"]),
+    ("supall", "Supervised: all parallel", ["--supervised", "all"]),
+]
+ABLATION = ["none", "dot", "general", "low_rank", "additive"]
+
+PRESETS = {
+    "demo": {"pairs": ["de-en"], "rows": ["baseline", "backtrans"], "ablation": [],
+             "train": ["--layers", "1", "--hidden", "256", "--batch-size", "32", "--max-vocab", "8000",
+                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "480",
+                       "--eval-every", "150", "--save-every", "50", "--dev-sents", "150"],
+             "speed_steps": 5, "examples": 5},
+    "cpu": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": [],
+            "train": ["--layers", "1", "--hidden", "300", "--batch-size", "32", "--max-vocab", "10000",
+                      "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "420",
+                      "--eval-every", "300", "--save-every", "100", "--dev-sents", "200"],
+            "speed_steps": 10, "examples": 5},
+    "full": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": ABLATION,
+             "train": ["--layers", "2", "--hidden", "600", "--batch-size", "50", "--max-vocab", "50000",
+                       "--max-len", "50", "--lr", "0.0002", "--steps", "300000", "--eval-every", "5000",
+                       "--save-every", "1000", "--dev-sents", "1000"],
+             "speed_steps": 50, "examples": 10},
+}
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    s = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        s += f", GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    else:
+        s += ", no GPU"
+    return s
+
+
+def part1(command: str, *argv: str) -> None:
+    """Run one of part 1's commands (prepare, embed, baseline) through the CLI; they skip work done."""
+    cli = os.path.join(HERE, "unmt.py")
+    if not os.path.exists(cli):
+        raise SystemExit(f"{cli} not found: `reproduce` needs part 1's commands (prepare, embed, baseline)")
+    cmd = [sys.executable, cli, command, *argv]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def baseline_scores(work: str, src: str, tgt: str) -> Optional[dict]:
+    path = os.path.join(work, "baseline", f"{src}-{tgt}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        obj = json.load(f)
+    flat = {k.lower(): v for k, v in obj.items()} if isinstance(obj, dict) else {}
+    bleu = flat.get("bleu")
+    if isinstance(bleu, dict):
+        bleu = bleu.get("score")
+    chrf = flat.get("chrf")
+    if isinstance(chrf, dict):
+        chrf = chrf.get("score")
+    return {"bleu": bleu, "chrf": chrf}
+
+
+def train_row(pair: str, work: str, model_dir: str, flags: List[str], preset: dict, force: bool) -> dict:
+    """Train (or resume, or skip if done) one row's model and score it on the test set."""
+    import train as T
+    from translate import evaluate_split, load_model
+    done = os.path.join(model_dir, "done.json")
+    if os.path.exists(done) and not force:
+        with open(done) as f:
+            return json.load(f)
+    parser = argparse.ArgumentParser()
+    T.add_args(parser.add_subparsers())
+    args = parser.parse_args(["train", "--pair", pair, "--work", work, "--model", model_dir,
+                              *preset["train"], *flags])
+    cfg = T.config_from_args(args)
+    t0 = time.perf_counter()
+    trainer = T.Trainer(cfg)
+    try:
+        trainer.fit(resume=not force)
+    finally:
+        trainer.dist.close()
+    model, vocabs, _ = load_model(model_dir)
+    src, tgt = pair.split("-")
+    tests = {}
+    for a, b in ((src, tgt), (tgt, src)):
+        res, hyps = evaluate_split(model, vocabs, work, a, b, "test")
+        tests[f"{a}-{b}"] = res
+        with atomic_write(os.path.join(model_dir, f"test.{a}-{b}.hyp")) as f:
+            f.writelines(h + "\n" for h in hyps)
+    out = {"test": tests, "steps": trainer.step, "train_time_s": round(trainer.train_time, 1),
+           "wall_s": round(time.perf_counter() - t0, 1),
+           "tokens_per_s": round(trainer.tokens / max(trainer.train_time, 1e-9), 1),
+           "best_dev_bleu": trainer.best_bleu, "impl": cfg.impl}
+    write_json(out, done)
+    return out
+
+
+def speed(pair: str, work: str, root: str, preset: dict) -> dict:
+    """Tokens/s of the same training, fastrnn blocks vs torch.nn modules, measured in this run."""
+    import train as T
+    out = {}
+    for impl in ("fastrnn", "torch"):
+        parser = argparse.ArgumentParser()
+        T.add_args(parser.add_subparsers())
+        d = os.path.join(root, "speed", impl)
+        args = parser.parse_args(["train", "--pair", pair, "--work", work, "--model", d, *preset["train"],
+                                  "--steps", str(preset["speed_steps"]), "--max-time", "0", "--eval-every", "0",
+                                  "--save-every", "1000000", "--impl", impl])
+        try:
+            tr = T.Trainer(T.config_from_args(args))
+            tr.fit(progress=False)
+            out[impl] = round(tr.tokens / max(tr.train_time, 1e-9), 1)
+        except RuntimeError as e:      # fastrnn without the seq2seq blocks
+            out[impl] = None
+            out[f"{impl}_error"] = str(e)
+    if out.get("fastrnn") and out.get("torch"):
+        out["speedup"] = round(out["fastrnn"] / out["torch"], 2)
+    return out
+
+
+def plot_curves(runs: Dict[str, str], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, model_dir in runs.items():
+        log = os.path.join(model_dir, "train_log.json")
+        if not os.path.exists(log):
+            continue
+        with open(log) as f:
+            obj = json.load(f)
+        hist = obj["history"]
+        if hist:
+            steps = [h["step"] for h in hist]
+            loss = [sum(v for k, v in h.items() if "." in k) / max(1, sum(1 for k in h if "." in k)) for h in hist]
+            k = max(1, len(loss) // 50)
+            smooth = [sum(loss[max(0, i - k):i + 1]) / len(loss[max(0, i - k):i + 1]) for i in range(len(loss))]
+            ax1.plot(steps, smooth, label=name)
+        if obj["dev"]:
+            ax2.plot([d["step"] for d in obj["dev"]],
+                     [sum(v for k, v in d.items() if k != "step") / (len(d) - 1) for d in obj["dev"]], "o-", label=name)
+    ax1.set(xlabel="step", ylabel="training loss (nats/token, mean over objectives)", title="training")
+    ax2.set(xlabel="step", ylabel="dev BLEU (mean of both directions)", title="dev BLEU")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_heatmap(weights, src_tokens, tgt_tokens, path) -> None:
+    import fastrnn
+    if hasattr(fastrnn, "plot_attention"):
+        fastrnn.plot_attention(weights, src_tokens, tgt_tokens, path)
+        return
+    import matplotlib                       # this fastrnn predates plot_attention
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(0.4 * len(src_tokens) + 2, 0.4 * len(tgt_tokens) + 2))
+    ax.imshow(weights.numpy(), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=90)
+    ax.set_yticks(range(len(tgt_tokens)), tgt_tokens)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def examples(model_dir: str, work: str, src: str, tgt: str, n: int, heatmap: Optional[str]) -> List[dict]:
+    from nmt_utils import detokenize
+    from translate import load_model, translate_tokens
+    model, vocabs, _ = load_model(model_dir)
+    data = os.path.join(work, "data")
+    srcs = [line.split() for line in read_lines(os.path.join(data, f"test.{src}.tok"))]
+    raw = read_lines(os.path.join(data, f"test.{src}.raw"))
+    refs = read_lines(os.path.join(data, f"test.{tgt}.raw"))
+    # short sentences read best in a table and a heatmap
+    pick = [i for i in range(len(srcs)) if 5 <= len(srcs[i]) <= 16][:n] or list(range(min(n, len(srcs))))
+    att: list = []
+    hyps = translate_tokens(model, vocabs, src, tgt, [srcs[i] for i in pick], attention_out=att)
+    if heatmap and att and att[0] is not None:
+        s_tok, t_tok, w = att[0]
+        plot_heatmap(w[:len(t_tok), :len(s_tok)], s_tok, t_tok, heatmap)
+    return [{"src": raw[i], "hyp": detokenize(h, tgt), "ref": refs[i]} for i, h in zip(pick, hyps)]
+
+
+def fmt(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def write_table(results: dict, path: str) -> str:
+    rows = [(k, label) for k, label, _ in ROWS if k in results["rows"]]
+    lines = [f"# Reproduction of Artetxe et al. 2017, table 1 — preset `{results['preset']}`", "",
+             f"Hardware: {results['hardware']}. Date: {results['date']}. "
+             f"Total wall time: {fmt_time(results['wall_s'])}.", "",
+             "BLEU (sacrebleu, detokenized, test = Luke + Acts; signature below). Train time and tokens/s are "
+             "per pair (the model of a pair translates both ways).", "",
+             "| | " + " | ".join(COLUMNS) + " | train time | tokens/s |",
+             "|---|" + "---|" * (len(COLUMNS) + 2)]
+    for key, label in rows:
+        cells, times, tps = [], [], []
+        for col in COLUMNS:
+            pair = col if col in results["pairs"] else "-".join(reversed(col.split("-")))
+            r = results["scores"].get(pair, {}).get(key)
+            cells.append(fmt(r["test"][col]["bleu"]) if r and col in r.get("test", {}) and
+                         r["test"][col].get("bleu") is not None else "—")
+            if r and r.get("train_time_s") is not None and col == pair:
+                times.append(f"{pair} {fmt_time(r['train_time_s'])}")
+                tps.append(f"{pair} {r['tokens_per_s']:.0f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {', '.join(times) or '—'} | {', '.join(tps) or '—'} |")
+    for att in results.get("ablation", []):
+        key = f"att-{att}"
+        cells = []
+        for col in COLUMNS:
+            pair = col if col in results["pairs"] else "-".join(reversed(col.split("-")))
+            r = results["scores"].get(pair, {}).get(key)
+            cells.append(fmt(r["test"][col]["bleu"]) if r else "—")
+        lines.append(f"| + backtranslation, attention={att} | " + " | ".join(cells) + " | | |")
+    if results.get("signature"):
+        lines += ["", f"BLEU signature: `{results['signature']}`"]
+    sp = results.get("speed")
+    if sp:
+        lines += ["", "Training speed, same configuration, measured in this run (tokens/s): "
+                  f"fastrnn {sp.get('fastrnn')}, torch.nn {sp.get('torch')}"
+                  + (f", speedup {sp['speedup']}x" if sp.get("speedup") else "")
+                  + (f" (fastrnn: {sp['fastrnn_error']})" if sp.get("fastrnn_error") else "")]
+    if results.get("examples"):
+        lines += ["", "Example translations (test set):", "", "| source | system | reference |", "|---|---|---|"]
+        for e in results["examples"]:
+            lines.append(f"| {e['src']} | {e['hyp']} | {e['ref']} |".replace("\n", " "))
+    text = "\n".join(lines) + "\n"
+    with atomic_write(path) as f:
+        f.write(text)
+    return text
+
+
+def cmd_reproduce(args) -> int:
+    preset = PRESETS[args.preset]
+    root = args.out or os.path.join("runs", args.preset)
+    t0 = time.perf_counter()
+    results = {"preset": args.preset, "hardware": hardware(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "pairs": preset["pairs"], "rows": preset["rows"], "ablation": preset["ablation"], "scores": {}}
+    runs = {}
+    for pair in preset["pairs"]:
+        work = args.work or os.path.join("runs", "work", pair)
+        src, tgt = pair.split("-")
+        if not args.skip_data:
+            part1("prepare", "--pair", pair, "--work", work)
+            part1("embed", "--pair", pair, "--work", work)
+        scores = results["scores"].setdefault(pair, {})
+        for key, label, flags in ROWS:
+            if key not in preset["rows"]:
+                continue
+            if flags is None:
+                tests = {}
+                for a, b in ((src, tgt), (tgt, src)):
+                    if baseline_scores(work, a, b) is None and not args.skip_data:
+                        part1("baseline", "--pair", pair, "--work", work, "--src", a, "--tgt", b)
+                    tests[f"{a}-{b}"] = baseline_scores(work, a, b) or {"bleu": None}
+                scores[key] = {"test": tests}
+                continue
+            model_dir = os.path.join(root, pair, key)
+            print(f"== {pair} {label}", flush=True)
+            scores[key] = train_row(pair, work, model_dir, flags, preset, args.force)
+            runs[f"{pair} {key}"] = model_dir
+            sig = next(iter(scores[key]["test"].values())).get("bleu_signature")
+            results["signature"] = sig or results.get("signature")
+        for att in preset["ablation"]:
+            model_dir = os.path.join(root, pair, "backtrans" if att == "general" else f"att-{att}")
+            scores[f"att-{att}"] = train_row(pair, work, model_dir, ["--attention", att], preset, args.force)
+        if pair == preset["pairs"][0] and "backtrans" in preset["rows"]:
+            results["examples"] = examples(os.path.join(root, pair, "backtrans"), work, src, tgt,
+                                           preset["examples"], os.path.join(root, "attention.png"))
+            if preset.get("speed_steps") and not args.no_speed:
+                results["speed"] = speed(pair, work, root, preset)
+    results["wall_s"] = time.perf_counter() - t0
+    plot_curves(runs, os.path.join(root, "curves.png"))
+    write_json(results, os.path.join(root, "results.json"))
+    print(write_table(results, os.path.join(root, "RESULTS.md")))
+    print(f"wrote {root}/RESULTS.md, results.json, curves.png, attention.png")
+    return 0
+
+
+def add_args(sub):
+    p = sub.add_parser("reproduce", help="the paper's table: --preset demo (30 min, CPU), cpu (3 h), full (GPU)",
+                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument("--out", default=None, help="output directory (default runs/<preset>)")
+    p.add_argument("--work", default=None, help="data directory (default runs/work/<pair>)")
+    p.add_argument("--force", action="store_true", help="retrain rows already done")
+    p.add_argument("--skip-data", action="store_true", help="use the data and embeddings already in --work")
+    p.add_argument("--no-speed", action="store_true", help="skip the fastrnn vs torch.nn speed measurement")
+    p.set_defaults(func=cmd_reproduce)

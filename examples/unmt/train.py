@@ -1,0 +1,479 @@
+"""`train`: unsupervised NMT training (Artetxe et al. 2017) and its variants.
+
+Every step runs, one optimizer update per mini-batch, in this order:
+  denoise(src), denoise(tgt)               input corrupted by len//2 random contiguous swaps
+  backtrans(src), backtrans(tgt)           the current model in inference mode translates a batch
+                                           greedily; the model learns to recover the original
+  parallel(src->tgt), parallel(tgt->src)   semi-supervised (--parallel N) or alone (--supervised N)
+
+Resumability: a checkpoint holds the model, the optimizer, every rank's RNG states and each data
+stream's (epoch, position); nothing else draws random numbers, so `--resume` after a kill
+continues exactly as the uninterrupted run (same losses).
+
+Data parallelism: under torchrun every rank takes its slice of each global batch, gradients are
+averaged with all_reduce (gloo on CPU, NCCL on GPUs) before clipping, so the replicas stay
+identical; rank 0 alone writes files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+from model import IMPLS, UNMT, ModelConfig
+from nmt_utils import (NUM_SPECIAL, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
+                       rng_state, set_rng_state, write_json)
+
+
+class SimulatedKill(Exception):
+    """Raised by fit(crash_after=N) to test --resume: the run stops as if killed, no final save."""
+
+
+@dataclass
+class TrainConfig:
+    pair: str = "de-en"
+    work: str = ""
+    model_dir: str = ""
+    impl: str = "fastrnn"
+    device: str = "auto"
+    steps: int = 1000
+    max_time: float = 0.0           # seconds; 0 = no limit (stops at a step boundary, after a checkpoint)
+    batch_size: int = 50            # sentences per mini-batch per rank (the paper: 50)
+    lr: float = 2e-4                # the paper: Adam, 0.0002
+    clip: float = 5.0
+    max_len: int = 50               # longest training sentence in units
+    max_vocab: int = 50000
+    seed: int = 1
+    backtranslation: bool = True
+    bpe: bool = False
+    parallel: int = 0               # parallel pairs for the third objective (-1 = all)
+    supervised: bool = False        # only the parallel objective
+    eval_every: int = 500
+    save_every: int = 100
+    dev_sents: int = 300            # dev sentences translated for the periodic BLEU
+    bt_max_len_a: float = 1.2
+    bt_max_len_b: int = 5
+    model: dict = field(default_factory=dict)
+
+    @property
+    def langs(self):
+        src, tgt = self.pair.split("-")
+        return src, tgt
+
+    def objectives(self):
+        src, tgt = self.langs
+        tasks = []
+        if not self.supervised:
+            tasks += [("denoise", src, src), ("denoise", tgt, tgt)]
+            if self.backtranslation:
+                tasks += [("backtrans", src, tgt), ("backtrans", tgt, src)]
+        if self.supervised or self.parallel:
+            tasks += [("parallel", src, tgt), ("parallel", tgt, src)]
+        return tasks
+
+
+def variant_name(cfg: TrainConfig) -> str:
+    n = "all" if cfg.parallel < 0 else (f"{cfg.parallel // 1000}k" if cfg.parallel % 1000 == 0 else str(cfg.parallel))
+    if cfg.supervised:
+        return f"supervised-{n}"
+    name = "backtrans" if cfg.backtranslation else "denoise"
+    if cfg.bpe:
+        name += "-bpe"
+    if cfg.parallel:
+        name += f"-para{n}"
+    if cfg.model.get("attention", "general") != "general":
+        name += f"-att-{cfg.model['attention']}"
+    return name
+
+
+# ----------------------------------------------------------------------------- distributed
+
+class Dist:
+    def __init__(self, device_kind: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.dist = None
+        if self.world > 1:                     # importing torch.distributed costs seconds: only when used
+            import torch.distributed as dist
+            self.dist = dist
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device_kind == "auto":
+            device_kind = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(f"cuda:{self.local_rank}" if device_kind == "cuda" else "cpu")
+        if device_kind == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world > 1:
+            if not self.dist.is_initialized():
+                self.dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+            if device_kind == "cpu":
+                # ranks share the cores: one rank per core rather than every rank on all of them
+                local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def broadcast_params(self, model):
+        if self.world > 1:
+            for t in list(model.parameters()) + list(model.buffers()):
+                self.dist.broadcast(t.data, 0)
+
+    def average_grads(self, params):
+        if self.world == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])       # one collective, not one per tensor
+        self.dist.all_reduce(flat)
+        flat /= self.world
+        i = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[i:i + n].view_as(p)
+            i += n
+
+    def gather(self, obj):
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, x: float) -> float:
+        if self.world == 1:
+            return x
+        t = torch.tensor([x], dtype=torch.float64)
+        self.dist.all_reduce(t)
+        return float(t)
+
+    def close(self):
+        if self.world > 1 and self.dist.is_initialized():
+            self.dist.barrier()
+            self.dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_corpora(cfg: TrainConfig, vocabs):
+    """Encoded training text: mono[lang] and para (src ids, tgt ids), lengths 1..max_len."""
+    src, tgt = cfg.langs
+    data = os.path.join(cfg.work, "data")
+    ok = lambda s: 0 < len(s) <= cfg.max_len
+    mono = {}
+    if not cfg.supervised:
+        for lang in (src, tgt):
+            path = os.path.join(data, f"mono.{lang}.tok")
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path} not found: run `unmt.py prepare --pair {cfg.pair}` first")
+            enc = (vocabs[lang].encode(line.split()) for line in read_lines(path))
+            mono[lang] = [s for s in enc if ok(s)]
+    para = []
+    if cfg.parallel or cfg.supervised:
+        paths = [os.path.join(data, f"para.{cfg.pair}.{lang}.tok") for lang in (src, tgt)]
+        for p in paths:
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"{p} not found: run `unmt.py prepare --pair {cfg.pair}` first")
+        a, b = read_lines(paths[0]), read_lines(paths[1])
+        if len(a) != len(b):
+            raise ValueError(f"{paths[0]} and {paths[1]} are not aligned ({len(a)} vs {len(b)} lines)")
+        order = torch.randperm(len(a), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        n = len(a) if cfg.parallel < 0 else min(cfg.parallel, len(a))
+        for i in order[:n]:
+            x, y = vocabs[src].encode(a[i].split()), vocabs[tgt].encode(b[i].split())
+            if ok(x) and ok(y):
+                para.append((x, y))
+    return mono, para
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg, self.log = cfg, log
+        if cfg.impl not in IMPLS:
+            raise ValueError(f"--impl must be one of {IMPLS}, got {cfg.impl!r}")
+        self.dist = Dist(cfg.device)
+        self.device = self.dist.device
+        src, tgt = cfg.langs
+        vocab_list, joint, lang_embs = build_vocabs(cfg.work, src, tgt, cfg.max_vocab, cfg.bpe)
+        self.vocabs = {v.lang: v for v in vocab_list}
+        self.mcfg = ModelConfig(**cfg.model).validate()
+        torch.manual_seed(cfg.seed)           # identical initial weights on every rank
+        self.model = UNMT(self.mcfg, [src, tgt], joint.shape[0], {v.lang: len(v) for v in vocab_list},
+                          joint.shape[1], cfg.impl, joint, dict(zip((src, tgt), lang_embs))).to(self.device)
+        self.dist.broadcast_params(self.model)
+        self.embed_dim = joint.shape[1]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.mono, self.para = load_corpora(cfg, self.vocabs)
+        r, w = self.dist.rank, self.dist.world
+        self.streams: Dict[str, Stream] = {}
+        for kind, a, b in cfg.objectives():
+            name = f"{kind}.{a}-{b}"
+            n = len(self.para) if kind == "parallel" else len(self.mono[a])
+            self.streams[name] = Stream(name, n, cfg.batch_size, cfg.seed, r, w)
+        # dropout and noise draw from per-rank streams (different data per rank anyway)
+        torch.manual_seed(cfg.seed * 7919 + r)
+        random.seed(cfg.seed * 7919 + r)
+        self.noise = random.Random(cfg.seed * 104729 + r)
+        self.step = 0
+        self.history: List[dict] = []
+        self.dev_history: List[dict] = []
+        self.best_bleu = -1.0
+        self.train_time = 0.0
+        self.tokens = 0
+
+    # -- objectives
+
+    def _batch(self, kind, a, b):
+        """-> (src joint ids, src lengths, tgt lang, tgt local ids, tgt lengths)."""
+        idx = self.streams[f"{kind}.{a}-{b}"].next()
+        va, vb = self.vocabs[a], self.vocabs[b]
+        if kind == "parallel":
+            xs, ys = [self.para[i][0 if a == self.cfg.langs[0] else 1] for i in idx], \
+                     [self.para[i][1 if a == self.cfg.langs[0] else 0] for i in idx]
+            x, xl = pad_batch(xs)
+            y, yl = pad_batch(ys)
+            return va.to_joint(x), xl, b, y, yl
+        sents = [self.mono[a][i] for i in idx]
+        y, yl = pad_batch(sents)
+        if kind == "denoise":
+            x, xl = pad_batch([add_noise(s, self.noise) for s in sents])
+            return va.to_joint(x), xl, a, y, yl
+        # back-translation: a -> b with the current model in inference mode, then b -> a
+        self.model.eval()
+        with torch.no_grad():
+            res = self.model.translate(va.to_joint(y).to(self.device), yl.to(self.device), b,
+                                       max_len_a=self.cfg.bt_max_len_a, max_len_b=self.cfg.bt_max_len_b)
+        self.model.train()
+        toks, lens = res.tokens.cpu(), res.lengths.cpu()
+        synth = [toks[i, :int(lens[i])].tolist() or [3] for i in range(len(sents))]   # empty -> <unk>
+        x, xl = pad_batch(synth)
+        return vb.to_joint(x), xl, a, y, yl
+
+    def train_step(self, kind, a, b) -> float:
+        x, xl, lang, y, yl = self._batch(kind, a, b)
+        self.opt.zero_grad(set_to_none=True)
+        loss_sum, ntok = self.model.loss(x.to(self.device), xl.to(self.device), lang, y.to(self.device),
+                                         yl.to(self.device))
+        (loss_sum / max(ntok, 1)).backward()
+        self.dist.average_grads(self.params)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
+        self.opt.step()
+        self.tokens += int(xl.sum()) + ntok
+        return float(loss_sum.detach()) / max(ntok, 1)
+
+    # -- checkpoints
+
+    def _model_blob(self):
+        return {"state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "model_config": asdict(self.mcfg), "train_config": asdict(self.cfg), "impl": self.cfg.impl,
+                "vocabs": [v.state() for v in self.vocabs.values()], "embed_dim": self.embed_dim,
+                "step": self.step}
+
+    def checkpoint_path(self):
+        return os.path.join(self.cfg.model_dir, "checkpoint.pt")
+
+    def save_checkpoint(self):
+        rngs = self.dist.gather({"rng": rng_state(), "noise": self.noise.getstate(),
+                                 "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None})
+        if not self.dist.main:
+            return
+        blob = self._model_blob()
+        blob.update({"optim": self.opt.state_dict(), "streams": {n: s.state() for n, s in self.streams.items()},
+                     "rngs": rngs, "history": self.history, "dev_history": self.dev_history,
+                     "best_bleu": self.best_bleu, "train_time": self.train_time, "tokens": self.tokens})
+        atomic_torch_save(blob, self.checkpoint_path())
+        self.write_log()
+
+    def load_checkpoint(self) -> bool:
+        path = self.checkpoint_path()
+        if not os.path.exists(path):
+            return False
+        blob = torch.load(path, map_location=self.device, weights_only=False)
+        for key in ("model_config",):
+            if blob[key] != asdict(self.mcfg):
+                raise ValueError(f"{path} was written with another model configuration {blob[key]}; "
+                                 f"use a fresh --model directory or the same flags")
+        if blob["train_config"]["pair"] != self.cfg.pair or blob["impl"] != self.cfg.impl:
+            raise ValueError(f"{path} is a {blob['impl']} model of {blob['train_config']['pair']}, "
+                             f"not {self.cfg.impl} {self.cfg.pair}")
+        self.model.load_state_dict(blob["state_dict"])
+        self.opt.load_state_dict(blob["optim"])
+        for n, s in blob["streams"].items():
+            self.streams[n].load_state(s)
+        if len(blob["rngs"]) != self.dist.world:
+            self.log(f"warning: checkpoint from {len(blob['rngs'])} ranks resumed on {self.dist.world}: "
+                     "the data order is kept, the random streams are not")
+        mine = blob["rngs"][min(self.dist.rank, len(blob["rngs"]) - 1)]
+        set_rng_state(mine["rng"])
+        self.noise.setstate(mine["noise"])
+        if mine.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"].cpu(), self.device)
+        self.step, self.history, self.dev_history = blob["step"], blob["history"], blob["dev_history"]
+        self.best_bleu, self.train_time, self.tokens = blob["best_bleu"], blob["train_time"], blob["tokens"]
+        return True
+
+    def write_log(self):
+        write_json({"config": asdict(self.cfg), "step": self.step, "history": self.history,
+                    "dev": self.dev_history, "train_time_s": round(self.train_time, 2), "tokens": self.tokens,
+                    "tokens_per_s": round(self.tokens / self.train_time, 1) if self.train_time else None,
+                    "best_dev_bleu": self.best_bleu, "world_size": self.dist.world, "device": str(self.device)},
+                   os.path.join(self.cfg.model_dir, "train_log.json"))
+
+    def evaluate_dev(self):
+        from translate import evaluate_split
+        if not self.dist.main:
+            return None
+        src, tgt = self.cfg.langs
+        row = {"step": self.step}
+        for a, b in ((src, tgt), (tgt, src)):
+            res, _ = evaluate_split(self.model, self.vocabs, self.cfg.work, a, b, "dev", limit=self.cfg.dev_sents)
+            row[f"{a}-{b}"] = res["bleu"]
+        self.dev_history.append(row)
+        bleu = (row[f"{src}-{tgt}"] + row[f"{tgt}-{src}"]) / 2
+        if bleu > self.best_bleu:
+            self.best_bleu = bleu
+            atomic_torch_save(self._model_blob(), os.path.join(self.cfg.model_dir, "model.pt"))
+        return row
+
+    def replicas_identical(self) -> bool:
+        with torch.no_grad():
+            sig = float(sum(p.double().sum() * (i + 1) for i, p in enumerate(self.model.parameters())))
+        sigs = self.dist.gather(sig)
+        return all(s == sigs[0] for s in sigs)
+
+    # -- the loop
+
+    def fit(self, resume=False, crash_after: Optional[int] = None, progress=True):
+        cfg = self.cfg
+        if self.dist.main:
+            os.makedirs(cfg.model_dir, exist_ok=True)
+        if resume and self.load_checkpoint():
+            self.log(f"resumed {self.checkpoint_path()} at step {self.step}")
+        tasks = cfg.objectives()
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (progress and self.dist.main),
+                   desc=f"train {variant_name(cfg)} {cfg.pair}", dynamic_ncols=True)
+        t_last = time.perf_counter()
+        while self.step < cfg.steps:
+            losses = {f"{k}.{a}-{b}": self.train_step(k, a, b) for k, a, b in tasks}
+            self.step += 1
+            now = time.perf_counter()
+            self.train_time += now - t_last
+            self.history.append({"step": self.step, **{k: round(v, 6) for k, v in losses.items()}})
+            bar.update(1)
+            bar.set_postfix({k.split(".")[0][:5] + "." + k.split(".")[1]: f"{v:.2f}" for k, v in losses.items()})
+            if crash_after is not None and self.step >= crash_after:
+                raise SimulatedKill(f"simulated kill at step {self.step}")
+            out_of_time = cfg.max_time and self.dist.sum(self.train_time) / self.dist.world >= cfg.max_time
+            done = self.step >= cfg.steps or out_of_time
+            if cfg.eval_every and (self.step % cfg.eval_every == 0 or done):
+                row = self.evaluate_dev()
+                if row:
+                    bar.write(f"step {self.step} dev BLEU " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()
+                                                                         if k != "step"))
+            if self.step % cfg.save_every == 0 or done:
+                if self.dist.world > 1:
+                    self.history[-1]["replicas_identical"] = self.replicas_identical()
+                self.save_checkpoint()
+            t_last = time.perf_counter()
+            if out_of_time:
+                break
+        bar.close()
+        if self.dist.main and not os.path.exists(os.path.join(cfg.model_dir, "model.pt")):
+            atomic_torch_save(self._model_blob(), os.path.join(cfg.model_dir, "model.pt"))
+        return self.history
+
+
+# ----------------------------------------------------------------------------- command
+
+def config_from_args(args) -> TrainConfig:
+    pair = args.pair
+    work = args.work or os.path.join("runs", "work", pair)
+    parallel = -1 if str(args.parallel or args.supervised or "0") == "all" else int(args.parallel or args.supervised or 0)
+    cfg = TrainConfig(pair=pair, work=work, impl=args.impl, device=args.device, steps=args.steps,
+                      max_time=args.max_time, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
+                      max_len=args.max_len, max_vocab=args.max_vocab, seed=args.seed,
+                      backtranslation=not args.no_backtranslation, bpe=args.bpe, parallel=parallel,
+                      supervised=bool(args.supervised), eval_every=args.eval_every, save_every=args.save_every,
+                      dev_sents=args.dev_sents,
+                      model={"cell": args.cell, "layers": args.layers, "hidden": args.hidden,
+                             "attention": args.attention, "input_feeding": not args.no_input_feeding,
+                             "dropout": args.dropout, "freeze_embeddings": not args.train_embeddings})
+    cfg.model_dir = args.model or os.path.join(work, "nmt", variant_name(cfg) + ("" if args.impl == "fastrnn" else
+                                                                               f"-{args.impl}"))
+    return cfg
+
+
+def cmd_train(args) -> int:
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg)
+    try:
+        trainer.fit(resume=args.resume)
+        if trainer.dist.main:
+            tl = trainer.train_time
+            print(f"trained {trainer.step} steps in {tl:.0f}s, {trainer.tokens / max(tl, 1e-9):.0f} tokens/s "
+                  f"per rank x {trainer.dist.world}; model in {cfg.model_dir}")
+        if args.save_replicas:
+            sd = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+            torch.save(sd, os.path.join(cfg.model_dir, f"replica.{trainer.dist.rank}.pt"))
+    finally:
+        trainer.dist.close()
+    return 0
+
+
+def add_model_args(p):
+    g = p.add_argument_group("model (defaults: Artetxe et al. 2017)")
+    g.add_argument("--cell", choices=("gru", "lstm"), default="gru")
+    g.add_argument("--layers", type=int, default=2)
+    g.add_argument("--hidden", type=int, default=600, help="encoder output size (both directions) and "
+                                                           "decoder hidden size")
+    g.add_argument("--attention", choices=("general", "dot", "low_rank", "additive", "none"), default="general")
+    g.add_argument("--no-input-feeding", action="store_true")
+    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--train-embeddings", action="store_true", help="fine-tune the cross-lingual embeddings "
+                                                                   "(the paper keeps them fixed)")
+
+
+def add_args(sub):
+    p = sub.add_parser("train", help="train an NMT model (unsupervised by default)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--pair", default="de-en", choices=("de-en", "fr-en"))
+    p.add_argument("--work", default=None, help="data directory (default runs/work/<pair>)")
+    p.add_argument("--model", default=None, help="model directory (default <work>/nmt/<variant>)")
+    p.add_argument("--impl", choices=IMPLS, default="fastrnn",
+                   help="fastrnn blocks, or the same model from torch.nn modules (the speed baseline)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--steps", type=int, default=1000, help="steps; each is one mini-batch per objective")
+    p.add_argument("--max-time", type=float, default=0.0, help="stop after this many seconds of training")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--max-vocab", type=int, default=50000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=500, help="dev BLEU every N steps (0: never)")
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
+    p.add_argument("--dev-sents", type=int, default=300)
+    p.add_argument("--resume", action="store_true", help="continue from <model>/checkpoint.pt")
+    v = p.add_argument_group("variants (the rows of the paper's table)")
+    v.add_argument("--no-backtranslation", action="store_true", help="denoising only")
+    v.add_argument("--bpe", action="store_true", help="BPE units instead of words")
+    v.add_argument("--parallel", default=None, metavar="N|all",
+                   help="semi-supervised: N parallel pairs as a third objective")
+    v.add_argument("--supervised", default=None, metavar="N|all", help="supervised on N parallel pairs only")
+    add_model_args(p)
+    p.add_argument("--save-replicas", action="store_true", help=argparse_suppress())
+    p.set_defaults(func=cmd_train)
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS

@@ -1,0 +1,153 @@
+"""Loading a trained model, translating text, and scoring it (`translate` and `evaluate`)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List, Optional, Sequence
+
+import torch
+
+from model import UNMT, ModelConfig
+from nmt_utils import NUM_SPECIAL, Vocab, bucket_by_length, detokenize, pad_batch, read_lines, tokenize, write_json
+
+
+def model_path(model_dir: str) -> str:
+    path = os.path.join(model_dir, "model.pt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: train a model first (`unmt.py train --model {model_dir}`)")
+    return path
+
+
+def build_from_saved(obj, impl: Optional[str] = None, device="cpu"):
+    vocabs = [Vocab.from_state(s) for s in obj["vocabs"]]
+    cfg = ModelConfig(**obj["model_config"])
+    impl = impl or obj["impl"]
+    enc_vocab = NUM_SPECIAL + sum(len(v.words) for v in vocabs)
+    model = UNMT(cfg, [v.lang for v in vocabs], enc_vocab, {v.lang: len(v) for v in vocabs}, obj["embed_dim"], impl)
+    return model.to(device), {v.lang: v for v in vocabs}
+
+
+def load_model(model_dir: str, impl: Optional[str] = None, device="cpu"):
+    """-> (UNMT in eval mode, {lang: Vocab}, the saved metadata)."""
+    obj = torch.load(model_path(model_dir), map_location=device, weights_only=False)
+    model, vocabs = build_from_saved(obj, impl, device)
+    model.load_state_dict(obj["state_dict"])
+    model.eval()
+    return model, vocabs, obj
+
+
+def translate_tokens(model: UNMT, vocabs, src: str, tgt: str, sents: Sequence[Sequence[str]], beam: int = 1,
+                     batch_tokens: int = 2000, max_len: int = 200, attention_out: Optional[list] = None) -> List[List[str]]:
+    """Tokenized source sentences -> tokenized translations, in input order. Empty inputs give
+    empty outputs without touching the model; unknown words become <unk> on the way in and are
+    copied back from the source (the most attended source word) on the way out."""
+    vs, vt = vocabs[src], vocabs[tgt]
+    units = [vs.units(s)[:max_len] for s in sents]
+    ids = [vs.encode(s)[:max_len] if s else [] for s in sents]
+    out: List[List[str]] = [[] for _ in sents]
+    if attention_out is not None:
+        attention_out.extend([None] * len(sents))
+    device = next(model.parameters()).device
+    todo = [i for i, x in enumerate(ids) if x]
+    was_training = model.training
+    model.eval()
+    try:
+        for chunk in bucket_by_length([len(ids[i]) for i in todo], batch_tokens):
+            rows = [todo[j] for j in chunk]
+            x, lengths = pad_batch([ids[i] for i in rows])
+            x = vs.to_joint(x).to(device)
+            res = model.translate(x, lengths.to(device), tgt, beam=beam)
+            for r, i in enumerate(rows):
+                n = int(res.lengths[r])
+                att = res.attention[r, :n].float().cpu()
+                out[i] = vt.decode(res.tokens[r, :n].tolist(), units[i], att)
+                if attention_out is not None:
+                    attention_out[i] = (units[i], vt.units(out[i]) if vt.sp is None else
+                                        [vt.words[t - NUM_SPECIAL] if t >= NUM_SPECIAL else "<unk>"
+                                         for t in res.tokens[r, :n].tolist()], att)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def translate_raw(model, vocabs, src, tgt, lines: Sequence[str], beam: int = 1, **kw) -> List[str]:
+    sents = [tokenize(line, src) if line.strip() else [] for line in lines]
+    hyps = translate_tokens(model, vocabs, src, tgt, sents, beam=beam, **kw)
+    return [detokenize(h, tgt) if h else "" for h in hyps]
+
+
+def score(hyps: Sequence[str], refs: Sequence[str]) -> dict:
+    """sacrebleu BLEU and chrF with their signatures."""
+    import sacrebleu
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+    b, c = bleu.corpus_score(list(hyps), [list(refs)]), chrf.corpus_score(list(hyps), [list(refs)])
+    return {"bleu": round(b.score, 2), "chrf": round(c.score, 2), "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature())}
+
+
+def evaluate_split(model, vocabs, work: str, src: str, tgt: str, split: str = "test", beam: int = 1,
+                   limit: Optional[int] = None) -> dict:
+    """Translate <work>/data/<split>.<src>.tok and score against <split>.<tgt>.raw."""
+    data = os.path.join(work, "data")
+    srcs = [line.split() for line in read_lines(os.path.join(data, f"{split}.{src}.tok"))]
+    refs = read_lines(os.path.join(data, f"{split}.{tgt}.raw"))
+    if limit:
+        srcs, refs = srcs[:limit], refs[:limit]
+    hyps = [detokenize(h, tgt) if h else "" for h in translate_tokens(model, vocabs, src, tgt, srcs, beam=beam)]
+    res = score(hyps, refs)
+    res.update({"src": src, "tgt": tgt, "split": split, "sentences": len(refs), "beam": beam})
+    return res, hyps
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_translate(args) -> int:
+    model, vocabs, _ = load_model(args.model, args.impl, args.device)
+    for lang in (args.src, args.tgt):
+        if lang not in vocabs:
+            raise SystemExit(f"--src/--tgt must be among the model's languages {sorted(vocabs)}, got {lang!r}")
+    lines = [line.rstrip("\n") for line in sys.stdin]
+    for hyp in translate_raw(model, vocabs, args.src, args.tgt, lines, beam=args.beam):
+        sys.stdout.write(hyp + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    model, vocabs, obj = load_model(args.model, args.impl, args.device)
+    work = args.work or obj["train_config"]["work"]
+    langs = list(vocabs)
+    results = []
+    for src, tgt in ((langs[0], langs[1]), (langs[1], langs[0])):
+        res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam)
+        results.append(res)
+        print(f"{src}->{tgt} {args.split}: BLEU {res['bleu']:.2f}  chrF {res['chrf']:.2f}")
+        print(f"  {res['bleu_signature']}\n  {res['chrf_signature']}")
+        from nmt_utils import atomic_write
+        with atomic_write(os.path.join(args.model, f"{args.split}.{src}-{tgt}.hyp")) as f:
+            f.writelines(h + "\n" for h in hyps)
+    write_json(results, os.path.join(args.model, f"eval.{args.split}.json"))
+    return 0
+
+
+def add_args(sub):
+    p = sub.add_parser("translate", help="translate raw sentences from stdin (one per line) to stdout")
+    p.add_argument("--model", required=True, help="model directory written by `train`")
+    p.add_argument("--src", required=True)
+    p.add_argument("--tgt", required=True)
+    p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    p.add_argument("--impl", choices=("fastrnn", "torch"), default=None, help="default: as trained")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="sacrebleu BLEU and chrF of a model on the test set, both directions")
+    p.add_argument("--model", required=True)
+    p.add_argument("--work", default=None, help="data directory (default: the one the model was trained on)")
+    p.add_argument("--split", default="test", choices=("test", "dev"))
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--impl", choices=("fastrnn", "torch"), default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_evaluate)
