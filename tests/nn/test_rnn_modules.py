@@ -223,14 +223,15 @@ FP32_CASE = Case(5, 3, 6, 12, layers=2, bidirectional=True, packed="unsorted", l
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
-def test_fp32_error_within_twice_torch(mode, backend):
-    c = FP32_CASE
+@pytest.mark.parametrize("mode, case", [p for p in MODE_CASES if p.values[1].quick])
+def test_fp32_error_within_twice_torch(mode, case, backend):
+    """fp32 on every backend (the Triton backend takes no fp64): fastrnn's error against torch.nn
+    in fp64 is at most twice torch.nn's own fp32 error, plus a small atol."""
+    c = case
     skip_unless_runs(mode, backend, _layer_calls(mode, c, torch.float32))
     ref64, _ = make_pair(mode, c)
     ref32 = copy.deepcopy(ref64).float()
-    mod32 = getattr(fastrnn, mode)(c.I, c.H, num_layers=c.layers, bidirectional=True,
-                                   backend=backend)
+    _, mod32 = make_pair(mode, c, dtype=torch.float32, backend=backend)
     mod32.load_state_dict(ref32.state_dict())
     x64, hx64 = make_inputs(mode, c)
     x32, hx32 = make_inputs(mode, c, dtype=torch.float32)
@@ -442,40 +443,68 @@ CELL_CASES = [
 ]
 
 
+def _cell_call(mode, case, dtype):
+    call = dict(dtype=dtype, T=1, B=case.B, I=case.I, H=case.H, has_lengths=False)
+    if mode == "LSTMCell":
+        call.update(P=case.H, has_proj=False)
+    return call
+
+
+def cell_forward_backward(module, case, dtype):
+    """Outputs and gradients (input, hx, parameters) of one cell step on fixed fp64-drawn data."""
+    g = torch.Generator().manual_seed(0)
+    lead = () if case.unbatched else (case.B,)
+
+    def rand(*s):
+        return torch.randn(*s, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+
+    x = rand(*lead, case.I)
+    hx = None
+    if case.hx:
+        hx = (rand(*lead, case.H), rand(*lead, case.H)) if "LSTM" in type(module).__name__ else rand(*lead, case.H)
+    out = module(x) if hx is None else module(x, hx)
+    outs = out if isinstance(out, tuple) else (out,)
+    gg = torch.Generator().manual_seed(1)
+    loss = sum((o * torch.randn(o.shape, generator=gg, dtype=torch.float64).to(dtype)).sum() for o in outs)
+    hxs = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
+    return outs, torch.autograd.grad(loss, [x, *hxs, *module.parameters()])
+
+
+def make_cell_pair(mode, case, dtype, backend):
+    ref = getattr(torch.nn, mode)(case.I, case.H, bias=case.bias, dtype=torch.float64)
+    mod = getattr(fastrnn, mode)(case.I, case.H, bias=case.bias, dtype=dtype, backend=backend)
+    mod.load_state_dict(ref.state_dict())
+    return ref, mod
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["LSTMCell", "GRUCell"])
 @pytest.mark.parametrize("case", CELL_CASES)
 def test_cell_matches_torch_fp64(mode, case, backend):
-    family = mode[:-4]
-    call = dict(dtype=torch.float64, T=1, B=case.B, I=case.I, H=case.H, has_lengths=False)
-    if family == "LSTM":
-        call.update(P=case.H, has_proj=False)
     if backend == "triton" and not case.quick:
         pytest.skip("the Triton interpreter is slow: it runs the quick cases only")
-    skip_unless_runs(family, backend, [call])
-    ref = getattr(torch.nn, mode)(case.I, case.H, bias=case.bias, dtype=torch.float64)
-    mod = getattr(fastrnn, mode)(case.I, case.H, bias=case.bias, dtype=torch.float64, backend=backend)
-    mod.load_state_dict(ref.state_dict())
-    g = torch.Generator().manual_seed(0)
-    lead = () if case.unbatched else (case.B,)
-    rand = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
-    x = rand(*lead, case.I)
-    hx = None
-    if case.hx:
-        hx = (rand(*lead, case.H), rand(*lead, case.H)) if family == "LSTM" else rand(*lead, case.H)
-
-    def fb(m):
-        out = m(x) if hx is None else m(x, hx)
-        outs = out if isinstance(out, tuple) else (out,)
-        gg = torch.Generator().manual_seed(1)
-        loss = sum((o * torch.randn(o.shape, generator=gg, dtype=o.dtype)).sum() for o in outs)
-        hxs = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
-        return outs, torch.autograd.grad(loss, [x, *hxs, *m.parameters()])
-
-    (outs, grads), (outs_r, grads_r) = fb(mod), fb(ref)
+    skip_unless_runs(mode[:-4], backend, [_cell_call(mode, case, torch.float64)])
+    ref, mod = make_cell_pair(mode, case, torch.float64, backend)
+    (outs, grads), (outs_r, grads_r) = (cell_forward_backward(m, case, torch.float64) for m in (mod, ref))
     assert len(outs) == len(outs_r)
     for o, r in zip(outs, outs_r):
         assert o.shape == r.shape
         torch.testing.assert_close(o, r, **F64)
     for i, (a, b) in enumerate(zip(grads, grads_r)):
         torch.testing.assert_close(a, b, **F64, msg=lambda m, i=i: f"grad {i}: " + m)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("case", [p for p in CELL_CASES if p.values[0].quick])
+def test_cell_fp32_error_within_twice_torch(mode, case, backend):
+    skip_unless_runs(mode[:-4], backend, [_cell_call(mode, case, torch.float32)])
+    ref64, mod32 = make_cell_pair(mode, case, torch.float32, backend)
+    ref32 = copy.deepcopy(ref64).float()
+    truth = cell_forward_backward(ref64, case, torch.float64)
+    err = lambda got: [(t.detach().double() - r).abs().max().item()  # noqa: E731
+                       for t, r in zip((*got[0], *got[1]), (*truth[0], *truth[1]))]
+    base, ours = err(cell_forward_backward(ref32, case, torch.float32)), err(cell_forward_backward(mod32, case, torch.float32))
+    assert len(ours) == len(base) == len(truth[0]) + len(truth[1])
+    for i, (e, b) in enumerate(zip(ours, base)):
+        assert e <= 2 * b + 1e-5, f"output/grad {i}: error {e:.3g} vs torch fp32 {b:.3g}"
