@@ -379,18 +379,24 @@ def test_backend_kwarg_repr_and_pickle(mode):
     assert torch.equal(a, b)
 
 
-def test_backend_is_passed_to_every_op_call(monkeypatch):
+@pytest.mark.parametrize("mode, op", [("LSTM", "lstm"), ("GRU", "gru"), ("LSTMCell", "lstm_cell"),
+                                      ("GRUCell", "gru_cell")])
+def test_backend_is_passed_to_every_op_call(monkeypatch, mode, op):
     seen = []
-    real = fastrnn.ops.lstm
+    real = getattr(fastrnn.ops, op)
 
     def spy(*args, **kwargs):
         seen.append((kwargs.get("backend"), kwargs.get("reverse"), kwargs.get("lengths") is not None))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fastrnn.ops, "lstm", spy)
-    mod = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True, backend="reference")
-    x = pack_padded_sequence(torch.randn(4, 2, 3), torch.tensor([4, 2]))
-    mod(x)
+    monkeypatch.setattr(fastrnn.ops, op, spy)
+    if "Cell" in mode:
+        getattr(fastrnn, mode)(3, 4, backend="reference")(torch.randn(2, 3))
+        assert seen == [("reference", None, False)]
+        return
+    mod = getattr(fastrnn, mode)(3, 4, num_layers=2, bidirectional=True, backend="reference")
+    mod(pack_padded_sequence(torch.randn(4, 2, 3), torch.tensor([4, 2])))
+    # one call per layer and direction; the second direction runs reversed within each length
     assert seen == [("reference", False, True), ("reference", True, True)] * 2
 
 
