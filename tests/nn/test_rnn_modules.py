@@ -21,6 +21,29 @@ from fastrnn.ops.lstm import IMPLS as LSTM_IMPLS
 BACKENDS = fastrnn.backends.available()
 IMPLS = {"LSTM": LSTM_IMPLS, "GRU": GRU_IMPLS}
 F64 = dict(atol=1e-10, rtol=1e-8)
+F32 = dict(atol=1e-5, rtol=1.3e-6)
+
+
+def assert_close(got, want, *, atol, rtol, what="tensor"):
+    """The test of torch's assert_close (same shape, dtype, device; |got - want| <= atol +
+    rtol |want| elementwise; NaN fails) without its first-call import cost, seconds of CI."""
+    if isinstance(want, (tuple, list)):
+        assert isinstance(got, (tuple, list)) and len(got) == len(want), f"{what}: {got!r} vs {want!r}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_close(g, w, atol=atol, rtol=rtol, what=f"{what}[{i}]")
+        return
+    assert got.shape == want.shape, f"{what}: shape {list(got.shape)} vs expected {list(want.shape)}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} vs expected {want.dtype}"
+    assert got.device == want.device, f"{what}: device {got.device} vs expected {want.device}"
+    g, w = got.detach(), want.detach()
+    diff = (g - w).abs()
+    ok = diff <= atol + rtol * w.abs()
+    if not bool(ok.all()):
+        bad = tuple((~ok).nonzero()[0].tolist())
+        raise AssertionError(f"{what}: {int((~ok).sum())} of {ok.numel()} elements differ beyond "
+                             f"atol={atol}, rtol={rtol}; max abs diff "
+                             f"{diff.nan_to_num(float('inf')).max().item():.3g}; first at {list(bad)}: "
+                             f"{g[bad].item()} vs {w[bad].item()}")
 
 
 class Case(NamedTuple):
@@ -187,18 +210,17 @@ def forward_backward(module, c: Case, x, hx, seed=1):
 def assert_matches(got, want, **tol):
     out, states, meta, grads = got
     out_r, states_r, meta_r, grads_r = want
-    torch.testing.assert_close(out, out_r, **tol, msg=lambda m: "output: " + m)
+    assert_close(out, out_r, **tol, what="output")
     assert len(states) == len(states_r)
     for i, (s, r) in enumerate(zip(states, states_r)):
         assert s.shape == r.shape, f"state {i}: shape {s.shape} vs torch {r.shape}"
-        torch.testing.assert_close(s, r, **tol, msg=lambda m, i=i: f"final state {i}: " + m)
+        assert_close(s, r, **tol, what=f"final state {i}")
     if meta_r is not None:
         for a, b in zip(meta, meta_r):
             assert (a is None and b is None) or torch.equal(a, b), "PackedSequence metadata differs"
     assert grads.keys() == grads_r.keys()
     for name in grads_r:
-        torch.testing.assert_close(grads[name], grads_r[name], **tol,
-                                   msg=lambda m, name=name: f"grad of {name}: " + m)
+        assert_close(grads[name], grads_r[name], **tol, what=f"grad of {name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,9 +324,9 @@ def test_dropout_eval_equals_no_dropout(mode):
     ref.eval()
     x, hx = make_inputs(mode, DROP)
     got, want = run(mod, DROP, x, hx), run(plain, DROP, x, hx)
-    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
-    torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
-    torch.testing.assert_close(got[0], run(ref, DROP, x, hx)[0], **F64)
+    assert_close(got[0], want[0], rtol=0, atol=0, what="output")
+    assert_close(got[1], want[1], rtol=0, atol=0, what="final states")
+    assert_close(got[0], run(ref, DROP, x, hx)[0], **F64, what="output vs torch.nn")
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
@@ -316,9 +338,8 @@ def test_dropout_placement_matches_torch(mode):
     mod.train()
     x, hx = make_inputs(mode, DROP)
     got, want = run(mod, DROP, x, hx), run(ref, DROP, x, hx)
-    torch.testing.assert_close(got[0], want[0], **F64)
-    for s, r in zip(got[1], want[1]):
-        torch.testing.assert_close(s, r, **F64)
+    assert_close(got[0], want[0], **F64, what="output")
+    assert_close(got[1], want[1], **F64, what="final states")
     assert got[0].abs().sum() > 0   # the last layer's output is not dropped
 
 
@@ -347,7 +368,7 @@ def test_state_dict_round_trip_and_identity(mode):
                                   backend="reference", **({"proj_size": 3} if c.proj else {}))
     back.load_state_dict(torch.load(buf))
     x = torch.randn(3, 2, 4)
-    torch.testing.assert_close(back(x)[0], fresh(x)[0], atol=1e-5, rtol=1e-4)
+    assert_close(back(x)[0], fresh(x)[0], atol=1e-5, rtol=1e-4, what="output")
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
@@ -407,7 +428,7 @@ def test_functional_call_uses_substituted_weights():
     x = torch.randn(2, 2, 3)
     got = torch.func.functional_call(mod, params, (x,))
     want = torch.func.functional_call(ref, params, (x,))
-    torch.testing.assert_close(got[0], want[0])
+    assert_close(got[0], want[0], **F32, what="output")
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
@@ -422,7 +443,7 @@ def test_autocast_dtype_matches_torch(mode):
         a = a[0] if isinstance(a, tuple) else a
         b = b[0] if isinstance(b, tuple) else b
         assert a.dtype == b.dtype, f"input {inp.dtype}: torch gives {a.dtype}, fastrnn {b.dtype}"
-        torch.testing.assert_close(b.float(), a.float(), atol=2e-2, rtol=2e-2)
+        assert_close(b.float(), a.float(), atol=2e-2, rtol=2e-2, what=f"output for {inp.dtype} input")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,9 +516,9 @@ def test_cell_matches_torch_fp64(mode, case, backend):
     assert len(outs) == len(outs_r)
     for o, r in zip(outs, outs_r):
         assert o.shape == r.shape
-        torch.testing.assert_close(o, r, **F64)
+        assert_close(o, r, **F64, what="output")
     for i, (a, b) in enumerate(zip(grads, grads_r)):
-        torch.testing.assert_close(a, b, **F64, msg=lambda m, i=i: f"grad {i}: " + m)
+        assert_close(a, b, **F64, what=f"grad {i} (input, hx..., parameters)")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
