@@ -21,8 +21,12 @@ $(VENV)/.deps: requirements-dev.txt examples/unmt/requirements.txt
 
 venv: $(VENV)/.deps
 
+# In-place build with a persistent build/ folder (ninja rebuilds only what changed), and a .pth
+# file that puts this checkout on the venv's path (what an editable install does, minus its
+# throw-away build folder). `pip install --no-build-isolation -e .` works too.
 build: venv
-	$(PIP) install -q --no-build-isolation --no-deps -e .
+	$(VPY) setup.py -q build_ext --inplace
+	echo "$(CURDIR)" > "$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/fastrnn-checkout.pth"
 	$(VPY) -c "import fastrnn, fastrnn.backends as b; print('fastrnn backends:', b.available(), '| CUDA code linked:', fastrnn.built_with_cuda())"
 
 test: build
