@@ -22,6 +22,8 @@ T_SANITIZE=${T_SANITIZE:-50}
 T_BENCH_RNN=${T_BENCH_RNN:-100}
 T_BENCH_OTHER=${T_BENCH_OTHER:-20}
 START=$(date +%s)
+CUDA_BIN=${CUDA_HOME:-/usr/local/cuda}/bin
+export PATH="$PATH:$CUDA_BIN"  # nvcc and compute-sanitizer, where the toolkit is not on PATH
 
 names=(); results=(); secs=()
 # run_stage NAME SECONDS LOGFILE CMD...: runs CMD under `timeout`, appending to LOGFILE.
@@ -36,8 +38,8 @@ run_stage() {
   elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="TIMEOUT(${limit}s)"
   else status="FAIL(rc=$rc)"; fi
   names+=("$name"); results+=("$status"); secs+=($(( $(date +%s) - t0 )))
+  tail -n 2 "$log"
   echo "=== [$name] $status" | tee -a "$log"
-  tail -n 3 "$log"
 }
 
 # Device and software versions.
