@@ -40,6 +40,12 @@ template <> struct Acc<double> { using type = double; };
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
 
+// Asks for the line holding p to be brought into L2 (no data returned, no ordering implied).
+template <typename T>
+__device__ __forceinline__ void prefetch_l2(const T* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Which implementation runs a call. FASTRNN_CUDA_PATH = auto (default) | standard | persistent.
 // "persistent" raises when the persistent kernel cannot take the call, so tests can be sure
@@ -89,6 +95,7 @@ inline DeviceInfo device_info(int dev) {
 // A task is one (unit, group of BT batch rows); each warp runs one task per pass.
 constexpr int kChunk = 256;     // columns of the mat-vec's vector staged in shared memory at once
 constexpr int kMaxWarps = 16;   // 512 threads per block
+constexpr int kStageUnroll = 4; // independent loads in flight per thread when staging
 
 struct PersistentPlan {
   bool ok = false;
@@ -144,11 +151,12 @@ inline bool co_resident(Kernel kernel, const DeviceInfo& d, int blocks, int thre
 // written by other blocks before the last grid sync. Lanes split k; a butterfly reduction then
 // gives every lane all sums, and lane bb calls epi(u, b, acc[.][bb]) for its batch row.
 // With do_mv false the sums are zero (the first step of a backward pass has no incoming dgates)
-// and only the epilogues run. Every thread of the block must call this (it has __syncthreads).
-template <int RT, int BT, typename W, typename V, typename Epi>
+// and only the epilogues run. pre(u, b) runs before the mat-vec on the lane that will run
+// epi(u, b, ..), for prefetches. Every thread of the block must call this (it has __syncthreads).
+template <int RT, int BT, typename W, typename V, typename Pre, typename Epi>
 __device__ __forceinline__ void block_matvec(const W* __restrict__ Wsm, int K, int row_stride, int hb,
                                              const V* vec, int64_t ldv, int B, float* vsm,
-                                             bool do_mv, Epi&& epi) {
+                                             bool do_mv, Pre&& pre, Epi&& epi) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int nwarps = blockDim.x >> 5;
@@ -161,6 +169,9 @@ __device__ __forceinline__ void block_matvec(const W* __restrict__ Wsm, int K, i
     const bool valid = task < tasks;
     const int u = valid ? task / groups : 0;
     const int g = valid ? task % groups : 0;
+    // Start the epilogue's global reads (x-side gates, saved states) on their way to L2 now, so
+    // their latency hides behind the mat-vec instead of following it.
+    if (valid && lane < BT && g * BT + lane < B) pre(u, g * BT + lane);
     float acc[RT][BT];
 #pragma unroll
     for (int r = 0; r < RT; ++r)
@@ -170,10 +181,24 @@ __device__ __forceinline__ void block_matvec(const W* __restrict__ Wsm, int K, i
       for (int k0 = 0; k0 < K; k0 += chunk) {
         const int kc = (K - k0) < chunk ? (K - k0) : chunk;
         // Stage vec[:, k0:k0+kc] (zero rows past B) so every warp reads it from shared memory.
+        // Loads are issued kStageUnroll at a time before their stores so that several L2
+        // round trips overlap (this staging sits on the step's critical path).
         __syncthreads();
-        for (int idx = threadIdx.x; idx < vrows * kc; idx += blockDim.x) {
-          const int row = idx / kc, kk = idx - row * kc;
-          vsm[row * chunk + kk] = row < B ? static_cast<float>(load_cg(vec + row * ldv + k0 + kk)) : 0.f;
+        const int n = vrows * kc;
+        for (int base = threadIdx.x; base < n; base += kStageUnroll * blockDim.x) {
+          float v[kStageUnroll];
+#pragma unroll
+          for (int i = 0; i < kStageUnroll; ++i) {
+            const int idx = base + i * blockDim.x;
+            const int row = idx / kc, kk = idx - row * kc;
+            v[i] = (idx < n && row < B) ? static_cast<float>(load_cg(vec + row * ldv + k0 + kk)) : 0.f;
+          }
+#pragma unroll
+          for (int i = 0; i < kStageUnroll; ++i) {
+            const int idx = base + i * blockDim.x;
+            const int row = idx / kc, kk = idx - row * kc;
+            if (idx < n) vsm[row * chunk + kk] = v[i];
+          }
         }
         __syncthreads();
         if (valid) {

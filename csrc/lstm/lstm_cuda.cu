@@ -228,6 +228,12 @@ __global__ void __launch_bounds__(cuda::kMaxWarps * 32)
   cg::grid_group grid = cg::this_grid();
   for (int t = 0; t < p.T; ++t) {
     cuda::block_matvec<4, BT>(Wsm, H, hb * H, hb, p.hs + static_cast<int64_t>(t) * p.B * H, H, p.B, vsm, true,
+                              [&](int u, int b) {
+                                if (j0 + u >= H) return;
+                                const float* g = p.gates + (static_cast<int64_t>(t) * p.B + b) * 4 * H + j0 + u;
+#pragma unroll
+                                for (int q = 0; q < 4; ++q) cuda::prefetch_l2(g + q * H);
+                              },
                               [&](int u, int b, const float* rec) {
                                 if (j0 + u < H) fwd_elem(p, t, b, j0 + u, rec);
                               });
@@ -251,7 +257,18 @@ __global__ void __launch_bounds__(cuda::kMaxWarps * 32)
   cg::grid_group grid = cg::this_grid();
   for (int t = p.T - 1; t >= -1; --t) {
     cuda::block_matvec<1, BT>(Wsm, K, 0, hb, p.dg + static_cast<int64_t>(t + 1) * p.B * K, K, p.B, vsm,
-                              t + 1 < p.T, [&](int u, int b, const float* rec) {
+                              t + 1 < p.T,
+                              [&](int u, int b) {
+                                if (j0 + u >= H || t < 0) return;
+                                const int64_t row = static_cast<int64_t>(t) * p.B + b;
+                                const float* g = p.gates + row * 4 * H + j0 + u;
+#pragma unroll
+                                for (int q = 0; q < 4; ++q) cuda::prefetch_l2(g + q * H);
+                                cuda::prefetch_l2(p.cs + row * H + j0 + u);
+                                cuda::prefetch_l2(p.cs + (row + p.B) * H + j0 + u);
+                                cuda::prefetch_l2(p.dy + row * H + j0 + u);
+                              },
+                              [&](int u, int b, const float* rec) {
                                 if (j0 + u < H) bwd_elem(p, t, b, j0 + u, rec[0]);
                               });
     if (t >= 0) grid.sync();
