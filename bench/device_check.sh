@@ -59,7 +59,7 @@ $PY bench/summarize.py --ptxas "$OUT/build.log" 2>&1 | tee -a "$OUT/build.log" |
 
 # GPU tests: this family's first (most specific), then every other gpu-marked test in the suite,
 # then the CUDA-relevant default tests (ops and modules, which pick the cuda/triton backends here).
-run_stage tests_rnn_cuda "$T_TESTS" "$OUT/tests.log" $PY -m pytest -q -m gpu tests/ops/test_rnn_cuda.py -x -p no:cacheprovider
+run_stage tests_rnn_cuda "$T_TESTS" "$OUT/tests.log" $PY -m pytest -q -m gpu tests/ops/test_rnn_cuda.py --tb=short -p no:cacheprovider
 run_stage tests_gpu_all "$T_GPU_ALL" "$OUT/tests.log" $PY -m pytest -q -m gpu tests --ignore tests/ops/test_rnn_cuda.py -p no:cacheprovider
 run_stage tests_suite "$T_SUITE" "$OUT/tests.log" $PY -m pytest -q -m "not slow and not gpu" tests/ops tests/nn -p no:cacheprovider
 
