@@ -1,0 +1,87 @@
+"""Small LSTM/GRU forward+backward cases on the cuda backend, for compute-sanitizer.
+
+    compute-sanitizer --tool memcheck  python bench/sanitize_small.py
+    compute-sanitizer --tool racecheck python bench/sanitize_small.py --quick
+
+Runs both CUDA paths (standard, persistent) with lengths and awkward sizes, checks the results
+loosely against the fp64 reference (so a wrong answer also fails), and exits non-zero on any
+mismatch. Sizes are tiny: under the sanitizer every access is instrumented.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+from fastrnn.ops.gru import gru as _gru
+from fastrnn.ops.lstm import lstm as _lstm
+
+
+def run(cell, T, B, I, H, dtype, path, lengths, proj=0):
+    os.environ["FASTRNN_CUDA_PATH"] = path
+    os.environ["FASTRNN_CUDA_POISON"] = "1"
+    g = torch.Generator().manual_seed(T * 1000 + B * 100 + H)
+    G = 4 if cell == "lstm" else 3
+    P = proj or H
+
+    def r(*s):
+        return (torch.rand(*s, generator=g, dtype=torch.float64) * 2 - 1) * 0.5
+
+    t = {"x": r(T, B, I), "h0": r(B, P), "w_ih": r(G * H, I), "w_hh": r(G * H, P), "b_ih": r(G * H),
+         "b_hh": r(G * H)}
+    if cell == "lstm":
+        t["c0"] = r(B, H)
+        if proj:
+            t["w_hr"] = r(P, H)
+    lens = torch.tensor(lengths) if lengths else None
+    results = []
+    for dt, backend in ((torch.float64, "reference"), (dtype, "cuda")):
+        ins = {k: v.to("cuda", dt).requires_grad_(True) for k, v in t.items()}
+        if cell == "lstm":
+            y, (h, c) = _lstm(ins["x"], ins["h0"], ins["c0"], ins["w_ih"], ins["w_hh"], ins["b_ih"],
+                                      ins["b_hh"], backend=backend, w_hr=ins.get("w_hr"), lengths=lens)
+            outs = [y, h, c]
+        else:
+            y, h = _gru(ins["x"], ins["h0"], ins["w_ih"], ins["w_hh"], ins["b_ih"], ins["b_hh"],
+                               backend=backend, lengths=lens)
+            outs = [y, h]
+        loss = sum(o.double().sin().sum() for o in outs)
+        grads = torch.autograd.grad(loss, list(ins.values()))
+        results.append([o.detach().double() for o in outs] + [gr.double() for gr in grads])
+    torch.cuda.synchronize()
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    worst = max(((a - b).abs().max() / (1 + b.abs().max())).item() for a, b in zip(results[1], results[0]))
+    ok = worst <= tol and all(torch.isfinite(a).all() for a in results[1])
+    print(f"{cell:4s} T={T} B={B} I={I} H={H} P={P} {str(dtype)[6:]:8s} {path:10s} lengths={lengths} "
+          f"rel.err={worst:.2e} {'ok' if ok else 'MISMATCH'}", flush=True)
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer cases (racecheck is slow)")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("needs a CUDA GPU", file=sys.stderr)
+        return 2
+    cases = [
+        ("lstm", 3, 3, 5, 40, torch.float32, "persistent", [3, 1, 2]),
+        ("gru", 3, 3, 5, 40, torch.float32, "persistent", [3, 1, 2]),
+        ("lstm", 2, 9, 4, 33, torch.float16, "persistent", None),
+        ("gru", 2, 1, 4, 33, torch.bfloat16, "persistent", None),
+    ]
+    if not args.quick:
+        cases += [
+            ("lstm", 3, 3, 5, 40, torch.float32, "standard", [3, 1, 2]),
+            ("gru", 3, 3, 5, 40, torch.float32, "standard", [3, 1, 2]),
+            ("lstm", 2, 2, 4, 24, torch.float16, "standard", None),
+        ]
+    ok = all([run(*c) for c in cases])
+    if not args.quick:
+        ok = run("lstm", 3, 3, 5, 24, torch.float32, "standard", [3, 1, 2], proj=8) and ok
+    print("all ok" if ok else "MISMATCH", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
