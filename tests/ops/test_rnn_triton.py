@@ -25,7 +25,7 @@ ATOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Block configs that force the other regimes at small H (see _triton_utils.plan):
-TILED = tu.BlockConfig(16, 16, 16)         # H split over programs, one launch per step
+TILED = tu.BlockConfig(16, 16, 32)         # H split over programs (one launch per step), 2 K-chunks
 KLOOP = tu.BlockConfig(16, 64, 16)         # one program holds H=40 but streams W_hh in K-chunks
 BTILES = tu.BlockConfig(16, 64, 64)        # several batch tiles (B > 16)
 
