@@ -21,9 +21,10 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 # Largest hidden size one program holds entirely (persistent time loop inside one launch). Above
-# it, 4 gate accumulators of [BLOCK_B, H] fp32 no longer fit in registers (they spill from about
-# H = 512 with 8 warps), so programs split H and the host steps through time.
-MAX_PERSISTENT_H = 256
+# it, 4 gate accumulators of [16, H] fp32 plus the W_hh operand tiles no longer fit in registers
+# (ptxas -v for sm_90, 8 warps: H = 128 spills ~150 bytes, H = 256 ~800 bytes, more in fp32), so
+# programs split H and the host steps through time.
+MAX_PERSISTENT_H = 128
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -47,6 +48,14 @@ def check_dtype(dtype: torch.dtype) -> Optional[str]:
     return None
 
 
+def check_sizes(B: int, H: int, gates: int) -> Optional[str]:
+    """Offsets inside one step ([B, gates*H] slices, W_hh) are 32-bit, which saves registers;
+    the time component of every offset (t * B * gates*H) is 64-bit, so B*T*H may pass 2^31."""
+    if B * gates * H >= 2**31 or gates * H * H >= 2**31:
+        return f"B*{gates}H or {gates}H*H reaches 2^31 (B={B}, H={H}): one step's offsets are 32-bit"
+    return None
+
+
 def block_b(B: int) -> int:
     # Batch tile: tl.dot needs >= 16 rows; large tiles cut the number of programs, each of which
     # streams W_hh once per step, but small batches (the decoding case) must not waste 64 rows.
@@ -63,9 +72,9 @@ def plan(B: int, H: int) -> BlockConfig:
     if INTERPRET:
         return BlockConfig(block_b(B), hp, hp)
     if hp <= MAX_PERSISTENT_H:
-        # keep the 4 fp32 gate accumulators at <= 4 x 4096 values (64 registers a thread with 8
+        # keep the 4 fp32 gate accumulators at <= 4 x 2048 values (32 registers a thread with 8
         # warps): fewer batch rows per program at larger H, which also means more programs
-        bb = max(16, min(block_b(B), 4096 // hp))
+        bb = max(16, min(block_b(B), 2048 // hp))
         return BlockConfig(bb, hp, min(hp, 64), 4 if hp <= 32 else 8)
     return BlockConfig(block_b(B), 0, 0)  # 0: tiled; BLOCK_H/BLOCK_K come from the autotuner
 
@@ -74,14 +83,28 @@ def persistent(cfg: BlockConfig, H: int) -> bool:
     return cfg.BLOCK_H >= H
 
 
-def tile_configs() -> List[triton.Config]:
-    """Autotuning space of the H-tiled (one launch per step) kernels."""
+def tile_configs(block_b: int) -> List[triton.Config]:
+    """Autotuning space of the H-tiled (one launch per step) kernels for a batch tile of block_b
+    rows. Tiles with more than 2048 accumulator rows x units spill (ptxas -v for sm_90: 4 gate
+    accumulators plus the W_hh operand tiles exceed 255 registers a thread), so they are left out."""
+    # Kept small on purpose: every config is compiled for each (H, dtype, flags) on first use,
+    # and GPU time on the lent machines is minutes.
     out = []
     for bh in (32, 64, 128):
-        for bk in (32, 64):
-            for w in (4, 8):
-                out.append(triton.Config({"BLOCK_H": bh, "BLOCK_K": bk}, num_warps=w))
+        if block_b * bh > 2048:
+            continue
+        for w in (4, 8):
+            out.append(triton.Config({"BLOCK_H": bh, "BLOCK_K": 64}, num_warps=w))
     return out
+
+
+def autotuned(kernel, restore=()):
+    """One autotuner per batch-tile size (its config space depends on it), keyed on H and the
+    operand precision; the autotuner adds the tensors' dtypes to the key. Never keyed on T or B,
+    so tuning happens once per model shape. Tuning runs restore the buffers the kernel updates in
+    place."""
+    return {bb: triton.autotune(tile_configs(bb), key=["H", "DOT_F32"], restore_value=list(restore))(kernel)
+            for bb in (16, 32, 64)}
 
 
 def dot_f32(dtype: torch.dtype) -> bool:
