@@ -100,7 +100,8 @@ namespace host {
 // exp for fp32 without a libm call, so loops over units vectorize: 2^n * p(r) with
 // n = round(x / ln 2), |r| <= ln2 / 2 and a degree-6 polynomial (Cephes expf, ~1 ulp).
 inline float exp_f32(float x) {
-  x = std::fmin(std::fmax(x, -87.0f), 88.0f);
+  x = x < -87.0f ? -87.0f : x;  // ternaries, not fminf/fmaxf: those are libm calls here
+  x = x > 88.0f ? 88.0f : x;    // (and NaN still propagates)
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
