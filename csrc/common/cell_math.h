@@ -100,8 +100,11 @@ namespace host {
 // exp for fp32 without a libm call, so loops over units vectorize: 2^n * p(r) with
 // n = round(x / ln 2), |r| <= ln2 / 2 and a degree-6 polynomial (Cephes expf, ~1 ulp).
 inline float exp_f32(float x) {
-  x = std::fmin(std::fmax(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  x = x < -87.0f ? -87.0f : x;  // ternaries, not fminf/fmaxf: those are libm calls here
+  x = x > 88.0f ? 88.0f : x;    // (and NaN still propagates)
+  // Round to nearest by adding and removing 1.5 * 2^23 (std::floor is a libm call here, which
+  // would stop the loops from vectorizing).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;

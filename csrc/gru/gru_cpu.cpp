@@ -41,6 +41,56 @@ inline int64_t pointwise_grain(int64_t B, int64_t H) {
   return std::max<int64_t>(256, B * H / (4 * at::get_num_threads()));
 }
 
+// Cell forward over units [j0, j1) of one live row: g holds the x-side pre-activations r|z|n and
+// receives the activated r|z|n; a holds the h-side ones (with b_hh); keeps hn, writes h_t.
+template <typename T>
+__attribute__((always_inline)) inline void cell_fwd_row(T* g, const T* a, const T* hp, T* hn, T* h, int64_t j0,
+                                                        int64_t j1, int64_t H) {
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    T r, z, n, hh;
+    gru_cell_fwd<T, host::FastAct>(g[j], g[H + j], g[2 * H + j], a[j], a[H + j], a[2 * H + j], hp[j], r, z, n, hh);
+    g[j] = r, g[H + j] = z, g[2 * H + j] = n;
+    hn[j] = a[2 * H + j];
+    h[j] = hh;
+  }
+}
+FASTRNN_ISA_CLONES static void fwd_row(float* g, const float* a, const float* hp, float* hn, float* h, int64_t j0,
+                                        int64_t j1, int64_t H) {
+  cell_fwd_row(g, a, hp, hn, h, j0, j1, H);
+}
+static void fwd_row(double* g, const double* a, const double* hp, double* hn, double* h, int64_t j0, int64_t j1,
+                    int64_t H) {
+  cell_fwd_row(g, a, hp, hn, h, j0, j1, H);
+}
+
+// Cell backward over units [j0, j1) of one live row, dL/dh_t = dy + dh: writes the x-side and
+// h-side pre-activation grads (row stride H per gate) and the direct part dh z of dh_{t-1}.
+template <typename T>
+__attribute__((always_inline)) inline void cell_bwd_row(const T* g, const T* hn, const T* hp, const T* dy,
+                                                        const T* dh, T* ax, T* ah, T* dhp, int64_t j0, int64_t j1,
+                                                        int64_t H) {
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    T dxr, dxz, dxn, dhn, direct;
+    gru_cell_bwd(g[j], g[H + j], g[2 * H + j], hn[j], hp[j], dy[j] + dh[j], dxr, dxz, dxn, dhn, direct);
+    ax[j] = ah[j] = dxr;
+    ax[H + j] = ah[H + j] = dxz;
+    ax[2 * H + j] = dxn;
+    ah[2 * H + j] = dhn;
+    dhp[j] = direct;
+  }
+}
+FASTRNN_ISA_CLONES static void bwd_row(const float* g, const float* hn, const float* hp, const float* dy,
+                                        const float* dh, float* ax, float* ah, float* dhp, int64_t j0, int64_t j1,
+                                        int64_t H) {
+  cell_bwd_row(g, hn, hp, dy, dh, ax, ah, dhp, j0, j1, H);
+}
+static void bwd_row(const double* g, const double* hn, const double* hp, const double* dy, const double* dh,
+                    double* ax, double* ah, double* dhp, int64_t j0, int64_t j1, int64_t H) {
+  cell_bwd_row(g, hn, hp, dy, dh, ax, ah, dhp, j0, j1, H);
+}
+
 template <typename scalar_t>
 std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
                                  const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
@@ -77,17 +127,14 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
     // Cell of units [j0, j1) of row b from Gx_t and Gh; Gx_t's rows become the activated r|z|n.
     auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      scalar_t* g = gt + b * 3 * H;
-      const scalar_t* a = gh + b * 3 * H;
-      const bool live = !masked || t < len[b];
-      for (int64_t j = j0; j < j1; ++j) {
-        scalar_t r, z, n, h;
-        gru_cell_fwd(g[j], g[H + j], g[2 * H + j], a[j], a[H + j], a[2 * H + j], hp[b * H + j], r, z, n, h);
-        g[j] = r, g[H + j] = z, g[2 * H + j] = n;
-        hn_t[b * H + j] = a[2 * H + j];
-        yt[b * H + j] = live ? h : scalar_t(0);
-        if (masked) hnew[b * H + j] = live ? h : hp[b * H + j];
+      if (!masked || t < len[b]) {
+        fwd_row(gt + b * 3 * H, gh + b * 3 * H, hp + b * H, hn_t + b * H, yt + b * H, j0, j1, H);
+        if (masked) std::copy(yt + b * H + j0, yt + b * H + j1, hnew + b * H + j0);
+        return;
       }
+      // Masked step: h carries over, y is 0 (the backward reads nothing of this step).
+      std::fill(yt + b * H + j0, yt + b * H + j1, scalar_t(0));
+      std::copy(hp + b * H + j0, hp + b * H + j1, hnew + b * H + j0);
     };
 
     if (small) {
@@ -166,27 +213,17 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
 
     // Cell backward: dGx_t, dGh_t and the direct part dh z of dh_{t-1}; masked rows pass dh on.
     auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      const scalar_t* g = gt + b * 3 * H;
       scalar_t* ax = dgx + b * 3 * H;
       scalar_t* ah = dgh + b * 3 * H;
       if (masked && t >= len[b]) {
-        for (int64_t j = j0; j < j1; ++j) {
-          ax[j] = ax[H + j] = ax[2 * H + j] = ah[j] = ah[H + j] = ah[2 * H + j] = scalar_t(0);
-          dhp[b * H + j] = dhn[b * H + j];
+        for (int64_t k = 0; k < 3; ++k) {
+          std::fill(ax + k * H + j0, ax + k * H + j1, scalar_t(0));
+          std::fill(ah + k * H + j0, ah + k * H + j1, scalar_t(0));
         }
+        std::copy(dhn + b * H + j0, dhn + b * H + j1, dhp + b * H + j0);
         return;
       }
-      for (int64_t j = j0; j < j1; ++j) {
-        const scalar_t dh = dyt[b * H + j] + dhn[b * H + j];
-        scalar_t dxr, dxz, dxn, dhn_, direct;
-        gru_cell_bwd(g[j], g[H + j], g[2 * H + j], hnt[b * H + j], hp[b * H + j], dh, dxr, dxz, dxn, dhn_,
-                     direct);
-        ax[j] = ah[j] = dxr;
-        ax[H + j] = ah[H + j] = dxz;
-        ax[2 * H + j] = dxn;
-        ah[2 * H + j] = dhn_;
-        dhp[b * H + j] = direct;
-      }
+      bwd_row(gt + b * 3 * H, hnt + b * H, hp + b * H, dyt + b * H, dhn + b * H, ax, ah, dhp + b * H, j0, j1, H);
     };
 
     if (small) {

@@ -47,6 +47,55 @@ inline int64_t pointwise_grain(int64_t B, int64_t H) {
   return std::max<int64_t>(256, B * H / (4 * at::get_num_threads()));
 }
 
+// Cell forward over units [j0, j1) of one live row: g holds the pre-activations i|f|g|o (row
+// stride H per gate) and receives the activated gates; writes c_t and h_t = o * tanh(c_t).
+template <typename T>
+__attribute__((always_inline)) inline void cell_fwd_row(T* g, const T* cp, T* co, T* h, int64_t j0, int64_t j1,
+                                                        int64_t H) {
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    T i, f, gg, o, c, hh;
+    lstm_cell_fwd<T, host::FastAct>(g[j], g[H + j], g[2 * H + j], g[3 * H + j], cp[j], i, f, gg, o, c, hh);
+    g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
+    co[j] = c;
+    h[j] = hh;
+  }
+}
+FASTRNN_ISA_CLONES static void fwd_row(float* g, const float* cp, float* co, float* h, int64_t j0,
+                                               int64_t j1, int64_t H) {
+  cell_fwd_row(g, cp, co, h, j0, j1, H);
+}
+static void fwd_row(double* g, const double* cp, double* co, double* h, int64_t j0, int64_t j1,
+                           int64_t H) {
+  cell_fwd_row(g, cp, co, h, j0, j1, H);
+}
+
+// Cell backward over units [j0, j1) of one live row, with dL/dh_t = dh1 + dh2 (dh2 may be null):
+// writes the pre-activation grads dg (i|f|g|o) and turns dc (dL/dc_t) into dL/dc_{t-1}.
+template <typename T>
+__attribute__((always_inline)) inline void cell_bwd_row(const T* g, const T* cp, const T* c, const T* dh1,
+                                                        const T* dh2, T* dc, T* dg, int64_t j0, int64_t j1,
+                                                        int64_t H) {
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    const T dh = dh2 ? dh1[j] + dh2[j] : dh1[j];
+    T dpi, dpf, dpg, dpo, dcp;
+    lstm_cell_bwd<T, host::FastAct>(g[j], g[H + j], g[2 * H + j], g[3 * H + j], cp[j], c[j], dh, dc[j], dpi,
+                                    dpf, dpg, dpo, dcp);
+    dg[j] = dpi, dg[H + j] = dpf, dg[2 * H + j] = dpg, dg[3 * H + j] = dpo;
+    dc[j] = dcp;
+  }
+}
+FASTRNN_ISA_CLONES static void bwd_row(const float* g, const float* cp, const float* c, const float* dh1,
+                                               const float* dh2, float* dc, float* dg, int64_t j0, int64_t j1,
+                                               int64_t H) {
+  cell_bwd_row(g, cp, c, dh1, dh2, dc, dg, j0, j1, H);
+}
+static void bwd_row(const double* g, const double* cp, const double* c, const double* dh1,
+                           const double* dh2, double* dc, double* dg, int64_t j0, int64_t j1, int64_t H) {
+  cell_bwd_row(g, cp, c, dh1, dh2, dc, dg, j0, j1, H);
+}
+
 template <typename scalar_t>
 std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                                  const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih,
@@ -99,19 +148,19 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
     // Cell update of units [j0, j1) of row b, from pre-activations already in gt (the gate rows
     // are overwritten with the activated gates the backward reads).
     auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      scalar_t* g = gt + b * 4 * H;
-      const bool live = !masked || t < len[b];
-      for (int64_t j = j0; j < j1; ++j) {
-        scalar_t i, f, gg, o, c, h;
-        lstm_cell_fwd(g[j], g[H + j], g[2 * H + j], g[3 * H + j], cp[b * H + j], i, f, gg, o, c, h);
-        g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
-        co[b * H + j] = live ? c : cp[b * H + j];
-        if (proj) {
-          rt[b * H + j] = h;
-        } else {
-          yt[b * P + j] = live ? h : scalar_t(0);
-          if (masked) hn[b * P + j] = live ? h : hp[b * P + j];
-        }
+      if (!masked || t < len[b]) {
+        scalar_t* h = proj ? rt + b * H : yt + b * P;
+        fwd_row(gt + b * 4 * H, cp + b * H, co + b * H, h, j0, j1, H);
+        if (masked && !proj) std::copy(h + j0, h + j1, hn + b * P + j0);
+        return;
+      }
+      // Masked step: the state carries over and y is 0 (r = 0 keeps dW_hr = DH^T R finite).
+      std::copy(cp + b * H + j0, cp + b * H + j1, co + b * H + j0);
+      if (proj) {
+        std::fill(rt + b * H + j0, rt + b * H + j1, scalar_t(0));
+      } else {
+        std::fill(yt + b * P + j0, yt + b * P + j1, scalar_t(0));
+        std::copy(hp + b * P + j0, hp + b * P + j1, hn + b * P + j0);
       }
     };
 
@@ -221,20 +270,14 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
 
     // Cell backward per unit: dG_t (pre-activation grads) and dc_{t-1}; masked rows pass dc on.
     auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      const scalar_t* g = gt + b * 4 * H;
       scalar_t* dg = dgt + b * 4 * H;
       if (masked && t >= len[b]) {
-        for (int64_t j = j0; j < j1; ++j) dg[j] = dg[H + j] = dg[2 * H + j] = dg[3 * H + j] = scalar_t(0);
+        for (int64_t k = 0; k < 4; ++k) std::fill(dg + k * H + j0, dg + k * H + j1, scalar_t(0));
         return;
       }
-      for (int64_t j = j0; j < j1; ++j) {
-        const scalar_t dh = proj ? dcell[b * H + j] : dyt[b * P + j] + dhn[b * P + j];
-        scalar_t dpi, dpf, dpg, dpo, dcp;
-        lstm_cell_bwd(g[j], g[H + j], g[2 * H + j], g[3 * H + j], cp[b * H + j], ct[b * H + j], dh,
-                      dc_p[b * H + j], dpi, dpf, dpg, dpo, dcp);
-        dg[j] = dpi, dg[H + j] = dpf, dg[2 * H + j] = dpg, dg[3 * H + j] = dpo;
-        dc_p[b * H + j] = dcp;
-      }
+      const scalar_t* dh1 = proj ? dcell + b * H : dyt + b * P;
+      const scalar_t* dh2 = proj ? nullptr : dhn + b * P;
+      bwd_row(gt + b * 4 * H, cp + b * H, ct + b * H, dh1, dh2, dc_p + b * H, dg, j0, j1, H);
     };
 
     if (small) {
