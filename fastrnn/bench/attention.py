@@ -37,7 +37,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--backend", default=None, help="force a fastrnn backend (default: picked)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the run (CPU; 1 gives stable figures on a "
+                        "shared, oversubscribed machine where OpenMP barriers stall)")
 
 
 def _configs(args):
@@ -68,12 +72,13 @@ def _inputs(kind, B, Tq, Tk, H, device, dtype, grad):
 
 
 def _flops_bytes(kind, B, Tq, Tk, H, passes, esize):
-    """Rough work of one call: GEMMs + per-score work (additive: add, tanh ~10, fma per h)."""
+    """Lower bound on the work of one call: GEMMs, and 2 flops per (i, j, h) for the additive
+    score (its tanh counted free), all at the matmul rate."""
     rows = B * Tq
-    score = {"additive": 14 * rows * Tk * H, "dot": 2 * rows * Tk * H,
-             "general": 2 * rows * Tk * H + 2 * rows * H * H,
-             "low_rank": 2 * rows * Tk * H // 2 + 2 * (rows + B * Tk) * H * H // 2}[kind]
-    proj = {"additive": 2 * (rows + B * Tk) * H * H}.get(kind, 0)
+    score = {"additive": 2 * rows * Tk * H, "dot": 2 * rows * Tk * H,
+             "general": 2 * rows * Tk * H + (2 * rows * H * H if Tq > 1 else 0),
+             "low_rank": 2 * rows * Tk * H // 2 + 2 * (rows + (B * Tk if Tq > 1 else 0)) * H * H // 2}[kind]
+    proj = {"additive": 2 * (rows + (B * Tk if Tq > 1 else 0)) * H * H}.get(kind, 0)
     fl = score + proj + 2 * rows * Tk * H + 5 * rows * Tk
     by = (rows * H * 2 + B * Tk * H * 3 + rows * Tk) * esize
     return fl * passes, by * passes
@@ -121,8 +126,22 @@ def _peak_mb(fn, device):
     return mode.peak / 2**20
 
 
+def _decoder_step(kind, k, w):
+    """A decoder step (Tq = 1) maps the keys once per sentence: key_proj replaces the key-side
+    weight, computed outside the timed region as fastrnn.Attention.precompute does."""
+    drop = {"general": "weight", "low_rank": "v", "additive": "w_key"}[kind]
+    with torch.no_grad():
+        kp = naive.project_keys(k, kind, w.get("weight"), w.get("v"), w.get("w_key"))
+    kp.requires_grad_(k.requires_grad)
+    w = {n: t for n, t in w.items() if n != drop}
+    w["key_proj"] = kp
+    return w
+
+
 def _make_call(op, q, k, v, mask, w, kind, bwd):
-    leaves = [t for t in [q, k, v, *w.values()] if t.requires_grad]
+    leaves = [t for t in [q, v, *w.values()] if t.requires_grad]
+    if "key_proj" not in w and k.requires_grad:
+        leaves.append(k)
 
     def call():
         ctx, wts = op(q, k, v, kind=kind, mask=mask, **w)
@@ -135,6 +154,8 @@ def _make_call(op, q, k, v, mask, w, kind, bwd):
 def run(args) -> list:
     device = args.device
     dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     compiled = {}
     for kind, B, Tq, Tk, H in _configs(args):
@@ -147,14 +168,18 @@ def run(args) -> list:
 
         for bwd in (False, True):
             q, k, v, mask, w = _inputs(kind, B, Tq, Tk, H, device, dtype, grad=bwd)
-            cfg = {"kind": kind, "B": B, "Tq": Tq, "Tk": Tk, "H": H,
-                   "dtype": args.dtype, "pass": "fwd+bwd" if bwd else "fwd"}
+            step = Tq == 1 and kind != "dot"
+            if step:
+                w = _decoder_step(kind, k, w)
+            cfg = {"kind": kind, "B": B, "Tq": Tq, "Tk": Tk, "H": H, "dtype": args.dtype,
+                   "pass": "fwd+bwd" if bwd else "fwd", "key_proj": step,
+                   "threads": torch.get_num_threads() if device == "cpu" else None}
             ctx = torch.enable_grad() if bwd else torch.no_grad()
             with ctx:
                 f_fast = _make_call(fast, q, k, v, mask, w, kind, bwd)
                 f_eager = _make_call(naive.attention, q, k, v, mask, w, kind, bwd)
-                t = common.time_fn(f_fast, device, reps=args.reps)
-                tb = common.time_fn(f_eager, device, reps=args.reps)
+                t = common.time_fn(f_fast, device, reps=args.reps, warmup=args.warmup)
+                tb = common.time_fn(f_eager, device, reps=args.reps, warmup=args.warmup)
                 mem = _peak_mb(f_fast, device)
                 mem_b = _peak_mb(f_eager, device)
             fl, by = _flops_bytes(kind, B, Tq, Tk, H, 3 if bwd else 1, q.element_size())
@@ -169,7 +194,7 @@ def run(args) -> list:
                 with ctx:
                     f_comp = _make_call(compiled[kind], q, k, v, mask, w, kind, bwd)
                     f_comp()  # compile outside the timed region
-                    tc = common.time_fn(f_comp, device, reps=args.reps)
+                    tc = common.time_fn(f_comp, device, reps=args.reps, warmup=args.warmup)
                 rows.append(common.row("attention", backend, "torch.compile", cfg, t, tc, floor,
                                        peak_mem_mb=round(mem, 2), baseline_peak_mem_mb=None))
                 print(f"#   torch.compile {tc[0]:.2f} ms", flush=True)

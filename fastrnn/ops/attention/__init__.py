@@ -109,8 +109,11 @@ def _validate(query, keys, values, kind, mask, weight, u, v, w_query, w_key, v_s
             raise ValueError(f"mask must have shape [{B}, {Tk}], got {list(mask.shape)}")
         if mask.device != query.device:
             raise RuntimeError(f"mask is on {mask.device} but query is on {query.device}")
-    need = {"dot": (), "general": ("weight",), "low_rank": ("u", "v"),
-            "additive": ("w_query", "v_score") + (() if key_proj is not None else ("w_key",))}[kind]
+    # With key_proj the key-side map (general weight, low_rank v, additive w_key) is not needed.
+    kp_side = () if key_proj is not None else {"general": ("weight",), "low_rank": ("v",),
+                                               "additive": ("w_key",)}.get(kind, ())
+    need = {"dot": (), "general": (), "low_rank": ("u",), "additive": ("w_query", "v_score")}[kind]
+    need = need + kp_side
     given = dict(weight=weight, u=u, v=v, w_query=w_query, w_key=w_key, v_score=v_score)
     for name in need:
         if given[name] is None:
@@ -120,12 +123,13 @@ def _validate(query, keys, values, kind, mask, weight, u, v, w_query, w_key, v_s
     # Shapes of the weights and of key_proj (the key side already mapped for the kind).
     D = Dq
     if kind == "general":
-        check_tensor(weight, "weight", 2, (Dq, Dk), query, "query")
+        if weight is not None:
+            check_tensor(weight, "weight", 2, (Dq, Dk), query, "query")
         D = max(Dq, Dk)  # the kernel's D is Dq or Dk, whichever side is mapped
     elif kind == "low_rank":
         check_tensor(u, "u", 2, (None, Dq), query, "query")
         D = u.shape[0]
-        if key_proj is None or v is not None:
+        if v is not None:
             check_tensor(v, "v", 2, (D, Dk), query, "query")
     elif kind == "additive":
         check_tensor(w_query, "w_query", 2, (None, Dq), query, "query")
