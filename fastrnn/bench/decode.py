@@ -13,7 +13,8 @@ Baselines, timed in the same run:
 A step is: embed the previous token, the GRU stack, attention, the attentional layer, the
 output projection over V and the argmax. Per-token latency = time of N steps / N.
 
-Vocabulary: 20000 by default, the translation example's vocabulary cut (DATA.md); the output
+Threads: torch's default; set OMP_NUM_THREADS=1 for single-thread figures (the header then
+shows it). Vocabulary: 20000 by default, the translation example's vocabulary cut (DATA.md); the output
 projection (V x 600 weights, 48 MB in fp32 at V=20000) is the same matmul in every
 implementation and bounds the ratio, so V=2000 is run too to show the step path's own cost.
 """
@@ -37,7 +38,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src-len", type=int, default=30, help="source length S")
     p.add_argument("--steps", type=int, default=32, help="decoding steps N per timed call")
     p.add_argument("--reps", type=int, default=15, help="timed repetitions (median reported)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
     p.add_argument("--dtype", choices=("float32",), default="float32")
 
 
@@ -125,8 +125,6 @@ def _flops_bytes(B, V, E, H, M, A, S, layers):
 def run(args) -> List[dict]:
     from fastrnn import AttentionDecoder, EncoderOutput
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     H, E, S, A, M, layers = args.hidden, args.embed, args.src_len, args.hidden, args.hidden, 2
     rows = []
