@@ -365,6 +365,7 @@ class AttentionDecoder(nn.Module):
         x = emb if state.feed is None else torch.cat([emb, state.feed], 1)
         hs, cs = [], []
         last = self.num_layers - 1
+        drop = self.training and self.dropout > 0
         for l, cell in enumerate(self.cells):
             if state.cell is None:
                 h = cell(x, state.hidden[l])
@@ -372,23 +373,27 @@ class AttentionDecoder(nn.Module):
                 h, c = cell(x, (state.hidden[l], state.cell[l]))
                 cs.append(c)
             hs.append(h)
-            x = self.drop(h) if l < last and self.dropout > 0 else h
+            x = self.drop(h) if drop and l < last else h
         w = None
         if self.attn is not None:
             ctx, w = self.attn(h, memory=state.memory)
-            o = torch.tanh(self.combine(torch.cat([ctx, h], 1)))
+            o = torch.tanh(F.linear(torch.cat([ctx, h], 1), self.combine.weight))
         elif self.combine is not None:
-            o = torch.tanh(self.combine(h))
+            o = torch.tanh(F.linear(h, self.combine.weight))
         else:
             o = h
         new = DecoderState(tuple(hs), tuple(cs) if cs else None,
                            o if self.input_feeding else None, state.memory, state.src_mask)
         return o, new, w
 
+    def _dropout(self, x: Tensor) -> Tensor:
+        # Skipping the module call at inference keeps the per-token path short.
+        return self.drop(x) if self.training and self.dropout > 0 else x
+
     def _project(self, o: Tensor) -> Tensor:
-        o = self.drop(o)
+        o = self._dropout(o)
         if self.out is not None:
-            return self.out(o)
+            return F.linear(o, self.out.weight, self.out.bias)
         return self.embed.project(o, self.out_bias)
 
     def step(self, tokens: Tensor, state: DecoderState):
@@ -396,7 +401,7 @@ class AttentionDecoder(nn.Module):
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
             raise ValueError(f"tokens must be a LongTensor of shape [B], got "
                              f"{list(getattr(tokens, 'shape', [])) if isinstance(tokens, torch.Tensor) else type(tokens).__name__}")
-        o, state, w = self._advance(self.drop(self.embed(tokens)), state)
+        o, state, w = self._advance(self._dropout(self.embed(tokens)), state)
         return self._project(o), state, w
 
     # -- teacher forcing ---------------------------------------------------------------------
@@ -407,7 +412,7 @@ class AttentionDecoder(nn.Module):
         B, T = tgt_in.shape
         if B != state.src_mask.shape[0]:
             raise ValueError(f"tgt_in has batch size {B} but enc_out has {state.src_mask.shape[0]}")
-        emb = self.drop(self.embed(tgt_in))                      # one lookup for all T
+        emb = self._dropout(self.embed(tgt_in))                  # one lookup for all T
         outs, ws = [], []
         for t in range(T):
             o, state, w = self._advance(emb[:, t], state)

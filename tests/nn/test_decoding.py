@@ -184,26 +184,31 @@ def _task_data(n, task, g, lo=3, hi=8, nsym=10):
     return src, lengths, tgt
 
 
-def _train(task, cell, steps, seed=0):
+def _train(task, cell, steps, seed=0, batch=128):
+    """Adam with a linearly decaying rate (the decay takes the last errors out quickly), then
+    greedy exact match on 200 held-out sequences."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     nv = 13
     enc = Encoder(nv, 32, 32, num_layers=1, cell=cell, dec_hidden_size=64, dec_num_layers=1)
     dec = AttentionDecoder(nv, 32, 64, 64, num_layers=1, cell=cell, attention="general")
-    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-2)
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.05, 1 - i / steps))
+    rows = torch.arange(batch)
     for _ in range(steps):
-        src, lengths, tgt = _task_data(64, task, g)
-        T = tgt.shape[1]
-        tgt_out = torch.cat([tgt, torch.full((64, 1), PAD)], 1)
-        tgt_out[torch.arange(64), lengths] = EOS
-        tgt_in = torch.cat([torch.full((64, 1), BOS), tgt], 1)
+        src, lengths, tgt = _task_data(batch, task, g)
+        tgt_out = torch.cat([tgt, torch.full((batch, 1), PAD)], 1)
+        tgt_out[rows, lengths] = EOS
+        tgt_in = torch.cat([torch.full((batch, 1), BOS), tgt], 1)
         logits, _ = dec(tgt_in, enc(src, lengths))
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, nv), tgt_out.reshape(-1),
                                                  ignore_index=PAD)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(enc.parameters()) + list(dec.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        sched.step()
     enc.eval(), dec.eval()
     src, lengths, tgt = _task_data(200, task, torch.Generator().manual_seed(seed + 12345))
     res = greedy_decode(enc, dec, src, lengths, BOS, EOS)
@@ -214,7 +219,7 @@ def _train(task, cell, steps, seed=0):
 
 
 def test_learns_to_copy():
-    exact, enc, dec, (src, lengths) = _train("copy", "gru", steps=250)
+    exact, enc, dec, (src, lengths) = _train("copy", "gru", steps=200)
     assert exact >= 0.95, f"exact match {exact:.1%} on held-out sequences"
     # the learned attention of a copy is (nearly) the diagonal
     res = greedy_decode(enc, dec, src[:20], lengths[:20], BOS, EOS)
@@ -225,14 +230,14 @@ def test_learns_to_copy():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task,cell", [("reverse", "lstm"), ("reverse", "gru"), ("copy", "lstm")])
+@pytest.mark.parametrize("task,cell", [("reverse", "gru"), ("copy", "lstm")])
 def test_learns_task_slow(task, cell):
-    exact, *_ = _train(task, cell, steps=400)
+    exact, *_ = _train(task, cell, steps=300)
     assert exact >= 0.95, f"{task} with {cell}: exact match {exact:.1%} on held-out sequences"
 
 
 def test_learns_to_reverse_with_beam():
-    exact, enc, dec, (src, lengths) = _train("reverse", "gru", steps=300, seed=1)
+    exact, enc, dec, (src, lengths) = _train("reverse", "lstm", steps=200, seed=1)
     assert exact >= 0.95, f"exact match {exact:.1%} on held-out sequences"
     res = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=3)
     want = [src[i, :int(lengths[i])].flip(0).tolist() for i in range(len(lengths))]

@@ -1,0 +1,164 @@
+"""decode: per-token latency of greedy decoding, fastrnn.AttentionDecoder vs torch.nn.
+
+Model (the issue's): 2-layer GRU decoder, H=600, additive attention (hidden 600), input
+feeding, E=300 (the example's skip-gram size), a source of S=30 encoder states of size 600.
+Both implementations hold the same weights and must pick the same tokens (checked).
+
+Baselines, timed in the same run:
+  torch.nn        the model as commonly written: nn.GRUCell per layer, Bahdanau attention with
+                  nn.Linear on the keys at every step (as in PyTorch's seq2seq tutorial), masked
+                  softmax + bmm, under torch.no_grad().
+  torch.nn+pre    the same with the key projection hoisted out of the loop and
+                  torch.inference_mode(): how much of the gain is just that.
+A step is: embed the previous token, the GRU stack, attention, the attentional layer, the
+output projection over V and the argmax. Per-token latency = time of N steps / N.
+
+Threads: torch's default; set OMP_NUM_THREADS=1 for single-thread figures (the header then
+shows it). Vocabulary: 20000 by default, the translation example's vocabulary cut (DATA.md); the output
+projection (V x 600 weights, 48 MB in fp32 at V=20000) is the same matmul in every
+implementation and bounds the ratio, so V=2000 is run too to show the step path's own cost.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+from typing import List
+
+import torch
+from torch import nn
+
+from fastrnn.bench import common
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes B")
+    p.add_argument("--vocab", type=int, nargs="+", default=[20000, 2000], help="vocabulary sizes V")
+    p.add_argument("--hidden", type=int, default=600, help="decoder hidden size H")
+    p.add_argument("--embed", type=int, default=300, help="embedding size E")
+    p.add_argument("--src-len", type=int, default=30, help="source length S")
+    p.add_argument("--steps", type=int, default=32, help="decoding steps N per timed call")
+    p.add_argument("--reps", type=int, default=15, help="timed repetitions (median reported)")
+    p.add_argument("--dtype", choices=("float32",), default="float32")
+
+
+class TorchNNDecoder(nn.Module):
+    """The baseline: the same model written with torch.nn.GRUCell and eager attention."""
+
+    def __init__(self, V, E, H, M, A, layers=2):
+        super().__init__()
+        self.embed = nn.Embedding(V, E)
+        self.cells = nn.ModuleList([nn.GRUCell(E + H if l == 0 else H, H) for l in range(layers)])
+        self.w_q = nn.Linear(H, A, bias=False)
+        self.w_k = nn.Linear(M, A, bias=False)
+        self.v = nn.Linear(A, 1, bias=False)
+        self.combine = nn.Linear(M + H, H, bias=False)
+        self.out = nn.Linear(H, V)
+
+    @classmethod
+    def like(cls, dec) -> "TorchNNDecoder":
+        """A copy of a fastrnn.AttentionDecoder's weights (GRU, additive attention)."""
+        m = cls(dec.vocab_size, dec.embed_dim, dec.hidden_size, dec.memory_size,
+                dec.attn.hidden_size, dec.num_layers)
+        with torch.no_grad():
+            m.embed.weight.copy_(dec.embed.full_weight())
+            for mine, theirs in zip(m.cells, dec.cells):
+                mine.load_state_dict(theirs.state_dict())
+            m.w_q.weight.copy_(dec.attn.w_query)
+            m.w_k.weight.copy_(dec.attn.w_key)
+            m.v.weight.copy_(dec.attn.v_score.unsqueeze(0))
+            m.combine.weight.copy_(dec.combine.weight)
+            m.out.load_state_dict(dec.out.state_dict())
+        return m
+
+    def step(self, tok, hs, feed, keys, mask, key_proj=None):
+        x = torch.cat([self.embed(tok), feed], 1)
+        new = []
+        for cell, h in zip(self.cells, hs):
+            h = cell(x, h)
+            new.append(h)
+            x = h
+        kp = self.w_k(keys) if key_proj is None else key_proj
+        e = self.v(torch.tanh(self.w_q(h).unsqueeze(1) + kp)).squeeze(2)
+        w = torch.softmax(e.masked_fill(~mask, float("-inf")), -1)
+        ctx = torch.bmm(w.unsqueeze(1), keys).squeeze(1)
+        o = torch.tanh(self.combine(torch.cat([ctx, h], 1)))
+        return self.out(o), new, o
+
+
+def _torch_loop(m, keys, mask, h0, bos, n, precompute):
+    ctx = torch.inference_mode() if precompute else torch.no_grad()
+    with ctx:
+        B = keys.shape[0]
+        kp = m.w_k(keys) if precompute else None
+        hs = list(h0.unbind(0))
+        feed = keys.new_zeros(B, m.combine.out_features)
+        tok = torch.full((B,), bos, dtype=torch.long, device=keys.device)
+        out = torch.empty(B, n, dtype=torch.long, device=keys.device)
+        for t in range(n):
+            logits, hs, feed = m.step(tok, hs, feed, keys, mask, kp)
+            tok = logits.argmax(-1)
+            out[:, t] = tok
+        return out
+
+
+def _fastrnn_loop(dec, enc_out, bos, n):
+    with torch.inference_mode():
+        state = dec.init_state(enc_out)
+        B = enc_out.states.shape[0]
+        tok = torch.full((B,), bos, dtype=torch.long, device=enc_out.states.device)
+        out = torch.empty(B, n, dtype=torch.long, device=enc_out.states.device)
+        for t in range(n):
+            logits, state, _ = dec.step(tok, state)
+            tok = logits.argmax(-1)
+            out[:, t] = tok
+        return out
+
+
+def _flops_bytes(B, V, E, H, M, A, S, layers):
+    """Per token: matmul FLOPs and weight bytes (fp32) of the lean step (keys precomputed)."""
+    gru = 3 * H * ((E + H) + H) + (layers - 1) * 3 * H * (2 * H)
+    params = gru + A * H + (M + H) * H + H * V + V
+    flops = 2 * B * params + 2 * B * S * (A + M)
+    return flops, 4 * params
+
+
+def run(args) -> List[dict]:
+    from fastrnn import AttentionDecoder, EncoderOutput
+
+    dev = torch.device(args.device)
+    H, E, S, A, M, layers = args.hidden, args.embed, args.src_len, args.hidden, args.hidden, 2
+    rows = []
+    for V in args.vocab:
+        torch.manual_seed(0)
+        dec = AttentionDecoder(V, E, H, M, num_layers=layers, cell="gru", attention="additive",
+                               attention_hidden=A).to(dev).eval()
+        base = TorchNNDecoder.like(dec).to(dev).eval()
+        for B in args.batch:
+            g = torch.Generator().manual_seed(B)
+            keys = torch.randn(B, S, M, generator=g).to(dev)
+            lengths = torch.randint(S // 2, S + 1, (B,), generator=g)
+            lengths[0] = S
+            mask = (torch.arange(S).unsqueeze(0) < lengths.unsqueeze(1)).to(dev)
+            keys = keys * mask.unsqueeze(2)
+            h0 = torch.tanh(torch.randn(layers, B, H, generator=g)).to(dev)
+            enc_out = EncoderOutput(keys, mask, h0)
+            n, bos = args.steps, 1
+            # Same weights, same greedy choices: anything else means the step paths differ.
+            ours = _fastrnn_loop(dec, enc_out, bos, n)
+            ref = _torch_loop(base, keys, mask, h0, bos, n, precompute=False)
+            agree = float((ours == ref).float().mean())
+            if agree < 0.99:
+                raise RuntimeError(f"fastrnn and torch.nn greedy tokens differ ({agree:.1%} agree)")
+            t = common.time_fn(lambda: _fastrnn_loop(dec, enc_out, bos, n), args.device, reps=args.reps)
+            tb = common.time_fn(lambda: _torch_loop(base, keys, mask, h0, bos, n, False), args.device,
+                                reps=args.reps)
+            tp = common.time_fn(lambda: _torch_loop(base, keys, mask, h0, bos, n, True), args.device,
+                                reps=args.reps)
+            fl, by = _flops_bytes(B, V, E, H, M, A, S, layers)
+            floor = common.floor_ms(fl, by, args.device, torch.float32)
+            cfg = {"cell": "GRU", "B": B, "H": H, "attention": "additive", "V": V, "E": E, "S": S,
+                   "layers": layers, "dtype": "float32"}
+            per = lambda x: (x[0] / n, x[1] / n)  # noqa: E731  per token
+            rows.append(common.row("decode", "fastrnn", "torch.nn", cfg, per(t), per(tb), floor))
+            rows.append(common.row("decode", "fastrnn", "torch.nn+pre", cfg, per(t), per(tp), floor))
+    return rows
