@@ -179,17 +179,18 @@ def embed(pair: str, work: Path, args) -> None:
         corpus = d / f"mono.{lang}.tok"
         if not corpus.is_file():
             raise SystemExit(f"{corpus} is missing: run `unmt.py prepare --pair {pair}` first")
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         words, vectors = train_skipgram(corpus, args.dim, args.min_count, args.window,
                                         args.epochs, args.seed)
         save_torch(out, {"words": words, "vectors": vectors})
         times[f"skipgram_{lang}_s"] = time.perf_counter() - t
+        times[f"skipgram_{lang}_cpu_s"] = time.process_time() - cpu
         print(f"embed: {lang}: {len(words)} words, {times[f'skipgram_{lang}_s']:.0f} s")
 
     mapped = [e / f"mapped.{l}.pt" for l in (src, tgt)]
     if not outputs_done(mapped + [e / "mapping.json"], args.force):
         (sw, x), (tw, z) = (load_mapped(e / f"w2v.{l}.pt") for l in (src, tgt))
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         x, z = mapping.normalize(x.to(dev)), mapping.normalize(z.to(dev))
         if args.init == "unsupervised":
             init = mapping.init_unsupervised(x, z, args.init_vocab, args.csls_k)
@@ -201,16 +202,17 @@ def embed(pair: str, work: Path, args) -> None:
         xw, zw, (si, ti), history = mapping.self_learning(
             x, z, *init, cutoff=args.cutoff, early_cutoff=args.early_cutoff,
             csls_k=args.csls_k, patience=args.patience, max_iter=args.max_iter, seed=args.seed)
-        map_s = time.perf_counter() - t
+        map_s, map_cpu = time.perf_counter() - t, time.process_time() - cpu
         save_torch(mapped[0], {"words": sw, "vectors": xw.cpu()})
         save_torch(mapped[1], {"words": tw, "vectors": zw.cpu()})
         write_json(e / "mapping.json", {
             "init": args.init, "init_pairs": len(init[0]), "init_s": init_s, "mapping_s": map_s,
+            "mapping_cpu_s": map_cpu,
             "device": str(dev), "cutoff": args.cutoff, "early_cutoff": args.early_cutoff,
             "iterations": len(history), "final_dictionary": len(si), "history": history,
             **times})
         print(f"embed: mapping ({args.init} start, {len(init[0])} initial pairs) "
-              f"{len(history)} iterations, {map_s:.0f} s")
+              f"{len(history)} iterations, {map_s:.0f} s ({map_cpu:.0f} s CPU)")
 
     bli_out = e / "bli.json"
     if outputs_done([bli_out], args.force):

@@ -66,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--cutoff", type=int, default=20000,
                    help="vocabulary used for the mapping's dictionary induction")
-    p.add_argument("--early-cutoff", type=int, default=8000,
+    p.add_argument("--early-cutoff", type=int, default=5000,
                    help="induction vocabulary while the keep probability is below 1")
     p.add_argument("--init-vocab", type=int, default=4000,
                    help="most frequent words compared by the unsupervised initialisation")
     p.add_argument("--csls-k", type=int, default=10)
-    p.add_argument("--patience", type=int, default=8, help="iterations without objective "
+    p.add_argument("--patience", type=int, default=5, help="iterations without objective "
                    "gain before the keep probability doubles (VecMap: 50)")
     p.add_argument("--max-iter", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
