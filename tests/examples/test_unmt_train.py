@@ -228,12 +228,13 @@ def trained(work, tmp_path_factory):
     return d
 
 
-def test_translate_cli_handles_empty_lines_and_unknown_words(trained):
+def test_translate_cli_handles_empty_lines_and_unknown_words(trained, monkeypatch, capsys):
+    import io
+    import nmt
     text = "d1 d2 d3\n\nd4 Unbekanntwort d5\n   \nd6\n"
-    r = subprocess.run([sys.executable, os.path.join(UNMT, "nmt.py"), "translate", "--model", trained,
-                        "--src", "de", "--tgt", "en"], input=text, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    out = r.stdout.split("\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    assert nmt.main(["translate", "--model", trained, "--src", "de", "--tgt", "en"]) == 0
+    out = capsys.readouterr().out.split("\n")
     assert len(out) == 6 and out[-1] == ""              # 5 lines in, 5 lines out, in order
     assert out[1] == "" and out[3] == ""
     assert out[0] and out[2] and out[4]
@@ -278,7 +279,11 @@ def test_fastrnn_impl_trains_through_the_public_blocks(work, tmp_path, monkeypat
 
 def test_two_process_data_parallel_keeps_replicas_identical(work, tmp_path):
     d = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    import socket
+    with socket.socket() as sock:      # a free port: torchrun's static rendezvous does not take 0
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            os.path.join(UNMT, "nmt.py"), "train", "--pair", "de-en", "--work", work, "--model", d,
            "--impl", "torch", "--device", "cpu", "--steps", "3", "--save-every", "3", *TINY, "--save-replicas"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
