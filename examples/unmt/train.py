@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 import torch
 
 from model import IMPLS, UNMT, ModelConfig
-from nmt_utils import (NUM_SPECIAL, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
+from nmt_utils import (NUM_SPECIAL, default_work, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
                        rng_state, set_rng_state, write_json)
 
 
@@ -396,7 +396,7 @@ class Trainer:
 
 def config_from_args(args) -> TrainConfig:
     pair = args.pair
-    work = args.work or os.path.join("runs", "work", pair)
+    work = args.work or default_work(pair)
     parallel = -1 if str(args.parallel or args.supervised or "0") == "all" else int(args.parallel or args.supervised or 0)
     cfg = TrainConfig(pair=pair, work=work, impl=args.impl, device=args.device, steps=args.steps,
                       max_time=args.max_time, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
