@@ -70,6 +70,10 @@ def make_work(root, n_mono=300, n_dev=20, n_test=20, n_para=60, seed=0):
     de = _sentences(g, n_para, "de")
     write("para.de-en.de.tok", de)
     write("para.de-en.en.tok", [["e" + w[1:] for w in s] for s in de])
+    import sentencepiece as spm
+    spm.SentencePieceTrainer.train(input=",".join(os.path.join(data, f"mono.{l}.tok") for l in ("de", "en")),
+                                   model_prefix=os.path.join(data, "bpe"), model_type="bpe", vocab_size=60,
+                                   hard_vocab_limit=False, minloglevel=2)
     tg = torch.Generator().manual_seed(seed)
     concept = torch.randn(NWORDS, DIM, generator=tg)
     for lang in ("de", "en"):
@@ -299,3 +303,44 @@ def test_two_process_data_parallel_keeps_replicas_identical(work, tmp_path):
     import json
     log = json.load(open(os.path.join(d, "train_log.json")))
     assert log["world_size"] == 2 and log["history"][-1]["replicas_identical"] is True
+
+
+def test_bpe_variant_trains_and_translates_in_words(work, tmp_path):
+    d = str(tmp_path / "bpe")
+    tr = T.Trainer(tiny_config(work, d, "--bpe", "--steps", "2"), log=lambda *a: None)
+    de = tr.vocabs["de"]
+    assert de.sp is not None and len(de.units(["d13", "d27"])) >= 2
+    # every piece has a vector in the shared space (from the mapped words that contain it)
+    assert tr.model.encoder.embed.fixed[U.NUM_SPECIAL:].abs().sum(1).gt(0).all()
+    tr.fit(progress=False)
+    model, vocabs, _ = TR.load_model(d)
+    out = TR.translate_raw(model, vocabs, "de", "en", ["d1 d2 d3", ""])
+    assert len(out) == 2 and out[1] == ""
+    assert all("\u2581" not in w for w in out[0].split())     # pieces were joined back into words
+
+
+def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
+    import json
+    import nmt
+    for a, b, bleu in (("de", "en", 1.25), ("en", "de", 0.75)):
+        os.makedirs(os.path.join(work, "baseline"), exist_ok=True)
+        with open(os.path.join(work, "baseline", f"{a}-{b}.json"), "w") as f:
+            json.dump({"primary": {"bleu": bleu, "chrf": 10.0}}, f)
+    out = str(tmp_path / "demo")
+    flags = " ".join(TINY + ["--impl", "torch", "--steps", "2", "--max-time", "0", "--save-every", "1"])
+    assert nmt.main(["reproduce", "--preset", "demo", "--skip-data", "--no-speed", "--work", work, "--out", out,
+                     "--train-args", flags]) == 0
+    table = open(os.path.join(out, "RESULTS.md")).read()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "1.25" in rows["Baseline (emb. nearest neighbour)"] and "0.75" in rows["Baseline (emb. nearest neighbour)"]
+    res = json.load(open(os.path.join(out, "results.json")))
+    bt = res["scores"]["de-en"]["backtrans"]
+    assert f"{bt['test']['de-en']['bleu']:.2f}" in rows["Unsupervised: + backtranslation"] and bt["steps"] == 2
+    for png in ("curves.png", "attention.png"):
+        with open(os.path.join(out, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # a rerun finds the rows done and trains nothing
+    mtime = os.path.getmtime(os.path.join(out, "de-en", "backtrans", "model.pt"))
+    assert nmt.main(["reproduce", "--preset", "demo", "--skip-data", "--no-speed", "--work", work, "--out", out,
+                     "--train-args", flags]) == 0
+    assert os.path.getmtime(os.path.join(out, "de-en", "backtrans", "model.pt")) == mtime
