@@ -46,8 +46,8 @@ ABLATION = ["none", "dot", "general", "low_rank", "additive"]
 
 PRESETS = {
     "demo": {"pairs": ["de-en"], "rows": ["baseline", "backtrans"], "ablation": [],
-             "train": ["--layers", "1", "--hidden", "256", "--batch-size", "32", "--max-vocab", "8000",
-                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "480",
+             "train": ["--layers", "1", "--hidden", "256", "--batch-size", "32", "--max-vocab", "6000",
+                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "600",
                        "--eval-every", "150", "--save-every", "50", "--dev-sents", "150"],
              "speed_steps": 5, "examples": 5},
     "cpu": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": [],
@@ -286,6 +286,9 @@ def write_table(results: dict, path: str) -> str:
 
 def cmd_reproduce(args) -> int:
     import shlex
+    threads = args.threads if args.threads is not None else (0 if args.preset == "full" else 1)
+    if threads:
+        torch.set_num_threads(threads)
     preset = dict(PRESETS[args.preset], extra=shlex.split(args.train_args or ""))
     root = args.out or os.path.join(os.path.dirname(default_work("de-en")), os.pardir, args.preset)
     root = os.path.normpath(root)
@@ -343,5 +346,9 @@ def add_args(sub):
     p.add_argument("--skip-data", action="store_true", help="use the data and embeddings already in --work")
     p.add_argument("--train-args", default=None, metavar="FLAGS",
                    help="extra `train` flags for every row, e.g. \"--max-time 60 --impl torch\"")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: 1 for the demo and cpu presets, which run on shared 2-core "
+                        "machines where an oversubscribed thread pool is many times slower; torch's default "
+                        "for full)")
     p.add_argument("--no-speed", action="store_true", help="skip the fastrnn vs torch.nn speed measurement")
     p.set_defaults(func=cmd_reproduce)

@@ -413,6 +413,8 @@ def config_from_args(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     trainer = Trainer(cfg)
     try:
@@ -459,6 +461,9 @@ def add_args(sub):
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--max-vocab", type=int, default=50000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per process (0: torch's default). On a shared machine 1 is often fastest: "
+                        "an oversubscribed OpenMP pool spins")
     p.add_argument("--eval-every", type=int, default=500, help="dev BLEU every N steps (0: never)")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
     p.add_argument("--dev-sents", type=int, default=300)
