@@ -53,12 +53,12 @@ PRESETS = {
     "cpu": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": [],
             "train": ["--layers", "1", "--hidden", "300", "--batch-size", "32", "--max-vocab", "10000",
                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "420",
-                      "--eval-every", "300", "--save-every", "100", "--dev-sents", "200"],
+                      "--eval-every", "300", "--save-every", "100", "--log-every", "5", "--dev-sents", "200"],
             "speed_steps": 10, "examples": 5},
     "full": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": ABLATION,
              "train": ["--layers", "2", "--hidden", "600", "--batch-size", "50", "--max-vocab", "50000",
                        "--max-len", "50", "--lr", "0.0002", "--steps", "300000", "--eval-every", "5000",
-                       "--save-every", "1000", "--dev-sents", "1000"],
+                       "--save-every", "1000", "--log-every", "100", "--dev-sents", "1000"],
              "speed_steps": 50, "examples": 10},
 }
 

@@ -198,14 +198,18 @@ def test_backtranslation_batches_have_the_right_shapes(work, tmp_path):
 
 
 def test_resume_after_a_kill_reproduces_the_uninterrupted_losses(work, tmp_path):
-    flags = ["--steps", "6", "--save-every", "2"]
+    # checkpoints at 3 and 6, history rows (means over 2 steps) at 2, 4, 6: the checkpoint at
+    # step 3 carries half a logging window, which the resumed run must complete
+    flags = ["--steps", "6", "--save-every", "3", "--log-every", "2"]
     full = T.Trainer(tiny_config(work, str(tmp_path / "a"), *flags), log=lambda *a: None).fit(progress=False)
     killed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
     with pytest.raises(T.SimulatedKill):
-        killed.fit(progress=False, crash_after=5)          # last checkpoint: step 4
+        killed.fit(progress=False, crash_after=5)          # last checkpoint: step 3
+    resumed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
+    assert resumed.load_checkpoint() and resumed.step == 3
     resumed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
     hist = resumed.fit(resume=True, progress=False)
-    assert resumed.history[3]["step"] == 4 and len(hist) == 6
+    assert [h["step"] for h in full] == [2, 4, 6]
     assert hist == full
     assert full[0] != full[-1]
 
