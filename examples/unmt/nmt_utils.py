@@ -43,6 +43,7 @@ def atomic_write(path, mode="w", encoding="utf-8"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)           # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -79,24 +80,41 @@ def load_mapped(path):
 
 # ----------------------------------------------------------------------------- tokenization
 
+try:                      # part 1's helpers, so that both halves tokenize the same way
+    import common as _common
+except ImportError:       # part 1 not installed next to this file: the same recipe, here
+    _common = None
+
 _moses: Dict[tuple, object] = {}
 
 
+def _moses_tools(lang):
+    if lang not in _moses:
+        from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
+        _moses[lang] = (MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang), MosesDetokenizer(lang=lang))
+    return _moses[lang]
+
+
 def tokenize(line: str, lang: str) -> List[str]:
-    """Raw sentence -> lowercased sacremoses tokens, as part 1 writes the *.tok files."""
-    from sacremoses import MosesTokenizer
-    key = ("tok", lang)
-    if key not in _moses:
-        _moses[key] = MosesTokenizer(lang=lang)
-    return _moses[key].tokenize(line.strip().lower(), escape=False)
+    """Raw sentence -> lowercased tokens, exactly as part 1 writes the *.tok files."""
+    if _common is not None and hasattr(_common, "tokenize"):
+        return _common.tokenize(line, lang).split()
+    norm, tok, _ = _moses_tools(lang)
+    return tok.tokenize(norm.normalize(line), escape=False, return_str=True).lower().split()
 
 
 def detokenize(tokens: Sequence[str], lang: str) -> str:
-    from sacremoses import MosesDetokenizer
-    key = ("detok", lang)
-    if key not in _moses:
-        _moses[key] = MosesDetokenizer(lang=lang)
-    return _moses[key].detokenize(list(tokens))
+    if _common is not None and hasattr(_common, "detokenize"):
+        return _common.detokenize(list(tokens), lang)
+    return _moses_tools(lang)[2].detokenize(list(tokens))
+
+
+def default_work(pair: str) -> str:
+    """runs/work/<pair> at the repository root (the contract's default)."""
+    if _common is not None and hasattr(_common, "work_dir"):
+        return str(_common.work_dir(pair))
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "runs", "work", pair)
 
 
 # ----------------------------------------------------------------------------- vocabularies

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from nmt_utils import atomic_write, fmt_time, read_lines, write_json
+from nmt_utils import atomic_write, default_work, fmt_time, read_lines, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLUMNS = ["fr-en", "en-fr", "de-en", "en-de"]
@@ -46,19 +46,19 @@ ABLATION = ["none", "dot", "general", "low_rank", "additive"]
 
 PRESETS = {
     "demo": {"pairs": ["de-en"], "rows": ["baseline", "backtrans"], "ablation": [],
-             "train": ["--layers", "1", "--hidden", "256", "--batch-size", "32", "--max-vocab", "8000",
-                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "480",
+             "train": ["--layers", "1", "--hidden", "256", "--batch-size", "32", "--max-vocab", "6000",
+                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "600",
                        "--eval-every", "150", "--save-every", "50", "--dev-sents", "150"],
              "speed_steps": 5, "examples": 5},
     "cpu": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": [],
             "train": ["--layers", "1", "--hidden", "300", "--batch-size", "32", "--max-vocab", "10000",
                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "420",
-                      "--eval-every", "300", "--save-every", "100", "--dev-sents", "200"],
+                      "--eval-every", "300", "--save-every", "100", "--log-every", "5", "--dev-sents", "200"],
             "speed_steps": 10, "examples": 5},
     "full": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": ABLATION,
              "train": ["--layers", "2", "--hidden", "600", "--batch-size", "50", "--max-vocab", "50000",
                        "--max-len", "50", "--lr", "0.0002", "--steps", "300000", "--eval-every", "5000",
-                       "--save-every", "1000", "--dev-sents", "1000"],
+                       "--save-every", "1000", "--log-every", "100", "--dev-sents", "1000"],
              "speed_steps": 50, "examples": 10},
 }
 
@@ -96,6 +96,8 @@ def baseline_scores(work: str, src: str, tgt: str) -> Optional[dict]:
         return None
     with open(path) as f:
         obj = json.load(f)
+    if isinstance(obj, dict) and isinstance(obj.get("primary"), dict):   # part 1's layout
+        obj = obj["primary"]
     flat = {k.lower(): v for k, v in obj.items()} if isinstance(obj, dict) else {}
     bleu = flat.get("bleu")
     if isinstance(bleu, dict):
@@ -117,7 +119,7 @@ def train_row(pair: str, work: str, model_dir: str, flags: List[str], preset: di
     parser = argparse.ArgumentParser()
     T.add_args(parser.add_subparsers())
     args = parser.parse_args(["train", "--pair", pair, "--work", work, "--model", model_dir,
-                              *preset["train"], *flags])
+                              *preset["train"], *flags, *preset.get("extra", [])])
     cfg = T.config_from_args(args)
     t0 = time.perf_counter()
     trainer = T.Trainer(cfg)
@@ -150,7 +152,7 @@ def speed(pair: str, work: str, root: str, preset: dict) -> dict:
         T.add_args(parser.add_subparsers())
         d = os.path.join(root, "speed", impl)
         args = parser.parse_args(["train", "--pair", pair, "--work", work, "--model", d, *preset["train"],
-                                  "--steps", str(preset["speed_steps"]), "--max-time", "0", "--eval-every", "0",
+                                  *preset.get("extra", []), "--steps", str(preset["speed_steps"]), "--max-time", "0", "--eval-every", "0",
                                   "--save-every", "1000000", "--impl", impl])
         try:
             tr = T.Trainer(T.config_from_args(args))
@@ -283,14 +285,19 @@ def write_table(results: dict, path: str) -> str:
 
 
 def cmd_reproduce(args) -> int:
-    preset = PRESETS[args.preset]
-    root = args.out or os.path.join("runs", args.preset)
+    import shlex
+    threads = args.threads if args.threads is not None else (0 if args.preset == "full" else 1)
+    if threads:
+        torch.set_num_threads(threads)
+    preset = dict(PRESETS[args.preset], extra=shlex.split(args.train_args or ""))
+    root = args.out or os.path.join(os.path.dirname(default_work("de-en")), os.pardir, args.preset)
+    root = os.path.normpath(root)
     t0 = time.perf_counter()
     results = {"preset": args.preset, "hardware": hardware(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "pairs": preset["pairs"], "rows": preset["rows"], "ablation": preset["ablation"], "scores": {}}
     runs = {}
     for pair in preset["pairs"]:
-        work = args.work or os.path.join("runs", "work", pair)
+        work = args.work or default_work(pair)
         src, tgt = pair.split("-")
         if not args.skip_data:
             part1("prepare", "--pair", pair, "--work", work)
@@ -337,5 +344,11 @@ def add_args(sub):
     p.add_argument("--work", default=None, help="data directory (default runs/work/<pair>)")
     p.add_argument("--force", action="store_true", help="retrain rows already done")
     p.add_argument("--skip-data", action="store_true", help="use the data and embeddings already in --work")
+    p.add_argument("--train-args", default=None, metavar="FLAGS",
+                   help="extra `train` flags for every row, e.g. \"--max-time 60 --impl torch\"")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: 1 for the demo and cpu presets, which run on shared 2-core "
+                        "machines where an oversubscribed thread pool is many times slower; torch's default "
+                        "for full)")
     p.add_argument("--no-speed", action="store_true", help="skip the fastrnn vs torch.nn speed measurement")
     p.set_defaults(func=cmd_reproduce)

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 import torch
 
 from model import IMPLS, UNMT, ModelConfig
-from nmt_utils import (NUM_SPECIAL, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
+from nmt_utils import (NUM_SPECIAL, default_work, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
                        rng_state, set_rng_state, write_json)
 
 
@@ -56,6 +56,7 @@ class TrainConfig:
     supervised: bool = False        # only the parallel objective
     eval_every: int = 500
     save_every: int = 100
+    log_every: int = 1              # history rows are means over this many steps
     dev_sents: int = 300            # dev sentences translated for the periodic BLEU
     bt_max_len_a: float = 1.2
     bt_max_len_b: int = 5
@@ -228,6 +229,7 @@ class Trainer:
         self.best_bleu = -1.0
         self.train_time = 0.0
         self.tokens = 0
+        self.window: Dict[str, float] = {}      # loss sums since the last history row
 
     # -- objectives
 
@@ -288,7 +290,8 @@ class Trainer:
         blob = self._model_blob()
         blob.update({"optim": self.opt.state_dict(), "streams": {n: s.state() for n, s in self.streams.items()},
                      "rngs": rngs, "history": self.history, "dev_history": self.dev_history,
-                     "best_bleu": self.best_bleu, "train_time": self.train_time, "tokens": self.tokens})
+                     "best_bleu": self.best_bleu, "train_time": self.train_time, "tokens": self.tokens,
+                     "window": self.window})
         atomic_torch_save(blob, self.checkpoint_path())
         self.write_log()
 
@@ -296,7 +299,7 @@ class Trainer:
         path = self.checkpoint_path()
         if not os.path.exists(path):
             return False
-        blob = torch.load(path, map_location=self.device, weights_only=False)
+        blob = torch.load(path, map_location="cpu", weights_only=False)   # RNG states must stay CPU tensors
         for key in ("model_config",):
             if blob[key] != asdict(self.mcfg):
                 raise ValueError(f"{path} was written with another model configuration {blob[key]}; "
@@ -318,6 +321,7 @@ class Trainer:
             torch.cuda.set_rng_state(mine["cuda"].cpu(), self.device)
         self.step, self.history, self.dev_history = blob["step"], blob["history"], blob["dev_history"]
         self.best_bleu, self.train_time, self.tokens = blob["best_bleu"], blob["train_time"], blob["tokens"]
+        self.window = blob.get("window", {})
         return True
 
     def write_log(self):
@@ -367,20 +371,26 @@ class Trainer:
             self.step += 1
             now = time.perf_counter()
             self.train_time += now - t_last
-            self.history.append({"step": self.step, **{k: round(v, 6) for k, v in losses.items()}})
+            out_of_time = cfg.max_time and self.dist.sum(self.train_time) / self.dist.world >= cfg.max_time
+            done = self.step >= cfg.steps or out_of_time
+            for k, v in losses.items():
+                self.window[k] = self.window.get(k, 0.0) + v
+            self.window["n"] = self.window.get("n", 0) + 1
+            if self.step % cfg.log_every == 0 or done:
+                n = self.window.pop("n")
+                self.history.append({"step": self.step, **{k: round(v / n, 6) for k, v in self.window.items()}})
+                self.window = {}
             bar.update(1)
             bar.set_postfix({k.split(".")[0][:5] + "." + k.split(".")[1]: f"{v:.2f}" for k, v in losses.items()})
             if crash_after is not None and self.step >= crash_after:
                 raise SimulatedKill(f"simulated kill at step {self.step}")
-            out_of_time = cfg.max_time and self.dist.sum(self.train_time) / self.dist.world >= cfg.max_time
-            done = self.step >= cfg.steps or out_of_time
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or done):
                 row = self.evaluate_dev()
                 if row:
                     bar.write(f"step {self.step} dev BLEU " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()
                                                                          if k != "step"))
             if self.step % cfg.save_every == 0 or done:
-                if self.dist.world > 1:
+                if self.dist.world > 1 and self.history:
                     self.history[-1]["replicas_identical"] = self.replicas_identical()
                 self.save_checkpoint()
             t_last = time.perf_counter()
@@ -396,13 +406,14 @@ class Trainer:
 
 def config_from_args(args) -> TrainConfig:
     pair = args.pair
-    work = args.work or os.path.join("runs", "work", pair)
+    work = args.work or default_work(pair)
     parallel = -1 if str(args.parallel or args.supervised or "0") == "all" else int(args.parallel or args.supervised or 0)
     cfg = TrainConfig(pair=pair, work=work, impl=args.impl, device=args.device, steps=args.steps,
                       max_time=args.max_time, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
                       max_len=args.max_len, max_vocab=args.max_vocab, seed=args.seed,
                       backtranslation=not args.no_backtranslation, bpe=args.bpe, parallel=parallel,
                       supervised=bool(args.supervised), eval_every=args.eval_every, save_every=args.save_every,
+                      log_every=args.log_every,
                       dev_sents=args.dev_sents,
                       model={"cell": args.cell, "layers": args.layers, "hidden": args.hidden,
                              "attention": args.attention, "input_feeding": not args.no_input_feeding,
@@ -413,6 +424,8 @@ def config_from_args(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     trainer = Trainer(cfg)
     try:
@@ -459,8 +472,12 @@ def add_args(sub):
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--max-vocab", type=int, default=50000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per process (0: torch's default). On a shared machine 1 is often fastest: "
+                        "an oversubscribed OpenMP pool spins")
     p.add_argument("--eval-every", type=int, default=500, help="dev BLEU every N steps (0: never)")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=1, help="history rows are means over N steps")
     p.add_argument("--dev-sents", type=int, default=300)
     p.add_argument("--resume", action="store_true", help="continue from <model>/checkpoint.pt")
     v = p.add_argument_group("variants (the rows of the paper's table)")

@@ -117,19 +117,22 @@ def cmd_translate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    model, vocabs, obj = load_model(args.model, args.impl, args.device)
-    work = args.work or obj["train_config"]["work"]
-    langs = list(vocabs)
+    """Both directions of every model given (a de-en and a fr-en model: all four directions)."""
+    from nmt_utils import atomic_write
     results = []
-    for src, tgt in ((langs[0], langs[1]), (langs[1], langs[0])):
-        res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam)
-        results.append(res)
-        print(f"{src}->{tgt} {args.split}: BLEU {res['bleu']:.2f}  chrF {res['chrf']:.2f}")
-        print(f"  {res['bleu_signature']}\n  {res['chrf_signature']}")
-        from nmt_utils import atomic_write
-        with atomic_write(os.path.join(args.model, f"{args.split}.{src}-{tgt}.hyp")) as f:
-            f.writelines(h + "\n" for h in hyps)
-    write_json(results, os.path.join(args.model, f"eval.{args.split}.json"))
+    for model_dir in args.model:
+        model, vocabs, obj = load_model(model_dir, args.impl, args.device)
+        work = args.work or obj["train_config"]["work"]
+        langs = list(vocabs)
+        for src, tgt in ((langs[0], langs[1]), (langs[1], langs[0])):
+            res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam)
+            res["model"] = model_dir
+            results.append(res)
+            print(f"{src}->{tgt} {args.split}: BLEU {res['bleu']:.2f}  chrF {res['chrf']:.2f}  ({model_dir})")
+            print(f"  {res['bleu_signature']}\n  {res['chrf_signature']}")
+            with atomic_write(os.path.join(model_dir, f"{args.split}.{src}-{tgt}.hyp")) as f:
+                f.writelines(h + "\n" for h in hyps)
+        write_json([r for r in results if r["model"] == model_dir], os.path.join(model_dir, f"eval.{args.split}.json"))
     return 0
 
 
@@ -143,9 +146,9 @@ def add_args(sub):
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("evaluate", help="sacrebleu BLEU and chrF of a model on the test set, both directions")
-    p.add_argument("--model", required=True)
-    p.add_argument("--work", default=None, help="data directory (default: the one the model was trained on)")
+    p = sub.add_parser("evaluate", help="sacrebleu BLEU and chrF on the test set, both directions of each model")
+    p.add_argument("--model", required=True, nargs="+", help="model directories (de-en and fr-en: all four directions)")
+    p.add_argument("--work", default=None, help="data directory (default: the one each model was trained on)")
     p.add_argument("--split", default="test", choices=("test", "dev"))
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--impl", choices=("fastrnn", "torch"), default=None)

@@ -70,6 +70,10 @@ def make_work(root, n_mono=300, n_dev=20, n_test=20, n_para=60, seed=0):
     de = _sentences(g, n_para, "de")
     write("para.de-en.de.tok", de)
     write("para.de-en.en.tok", [["e" + w[1:] for w in s] for s in de])
+    import sentencepiece as spm
+    spm.SentencePieceTrainer.train(input=",".join(os.path.join(data, f"mono.{l}.tok") for l in ("de", "en")),
+                                   model_prefix=os.path.join(data, "bpe"), model_type="bpe", vocab_size=60,
+                                   hard_vocab_limit=False, minloglevel=2)
     tg = torch.Generator().manual_seed(seed)
     concept = torch.randn(NWORDS, DIM, generator=tg)
     for lang in ("de", "en"):
@@ -194,14 +198,18 @@ def test_backtranslation_batches_have_the_right_shapes(work, tmp_path):
 
 
 def test_resume_after_a_kill_reproduces_the_uninterrupted_losses(work, tmp_path):
-    flags = ["--steps", "6", "--save-every", "2"]
+    # checkpoints at 3 and 6, history rows (means over 2 steps) at 2, 4, 6: the checkpoint at
+    # step 3 carries half a logging window, which the resumed run must complete
+    flags = ["--steps", "6", "--save-every", "3", "--log-every", "2"]
     full = T.Trainer(tiny_config(work, str(tmp_path / "a"), *flags), log=lambda *a: None).fit(progress=False)
     killed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
     with pytest.raises(T.SimulatedKill):
-        killed.fit(progress=False, crash_after=5)          # last checkpoint: step 4
+        killed.fit(progress=False, crash_after=5)          # last checkpoint: step 3
+    resumed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
+    assert resumed.load_checkpoint() and resumed.step == 3
     resumed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
     hist = resumed.fit(resume=True, progress=False)
-    assert resumed.history[3]["step"] == 4 and len(hist) == 6
+    assert [h["step"] for h in full] == [2, 4, 6]
     assert hist == full
     assert full[0] != full[-1]
 
@@ -228,12 +236,13 @@ def trained(work, tmp_path_factory):
     return d
 
 
-def test_translate_cli_handles_empty_lines_and_unknown_words(trained):
+def test_translate_cli_handles_empty_lines_and_unknown_words(trained, monkeypatch, capsys):
+    import io
+    import nmt
     text = "d1 d2 d3\n\nd4 Unbekanntwort d5\n   \nd6\n"
-    r = subprocess.run([sys.executable, os.path.join(UNMT, "nmt.py"), "translate", "--model", trained,
-                        "--src", "de", "--tgt", "en"], input=text, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    out = r.stdout.split("\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    assert nmt.main(["translate", "--model", trained, "--src", "de", "--tgt", "en"]) == 0
+    out = capsys.readouterr().out.split("\n")
     assert len(out) == 6 and out[-1] == ""              # 5 lines in, 5 lines out, in order
     assert out[1] == "" and out[3] == ""
     assert out[0] and out[2] and out[4]
@@ -278,7 +287,11 @@ def test_fastrnn_impl_trains_through_the_public_blocks(work, tmp_path, monkeypat
 
 def test_two_process_data_parallel_keeps_replicas_identical(work, tmp_path):
     d = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    import socket
+    with socket.socket() as sock:      # a free port: torchrun's static rendezvous does not take 0
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            os.path.join(UNMT, "nmt.py"), "train", "--pair", "de-en", "--work", work, "--model", d,
            "--impl", "torch", "--device", "cpu", "--steps", "3", "--save-every", "3", *TINY, "--save-replicas"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -294,3 +307,44 @@ def test_two_process_data_parallel_keeps_replicas_identical(work, tmp_path):
     import json
     log = json.load(open(os.path.join(d, "train_log.json")))
     assert log["world_size"] == 2 and log["history"][-1]["replicas_identical"] is True
+
+
+def test_bpe_variant_trains_and_translates_in_words(work, tmp_path):
+    d = str(tmp_path / "bpe")
+    tr = T.Trainer(tiny_config(work, d, "--bpe", "--steps", "2"), log=lambda *a: None)
+    de = tr.vocabs["de"]
+    assert de.sp is not None and len(de.units(["d13", "d27"])) >= 2
+    # every piece has a vector in the shared space (from the mapped words that contain it)
+    assert tr.model.encoder.embed.fixed[U.NUM_SPECIAL:].abs().sum(1).gt(0).all()
+    tr.fit(progress=False)
+    model, vocabs, _ = TR.load_model(d)
+    out = TR.translate_raw(model, vocabs, "de", "en", ["d1 d2 d3", ""])
+    assert len(out) == 2 and out[1] == ""
+    assert all("\u2581" not in w for w in out[0].split())     # pieces were joined back into words
+
+
+def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
+    import json
+    import nmt
+    for a, b, bleu in (("de", "en", 1.25), ("en", "de", 0.75)):
+        os.makedirs(os.path.join(work, "baseline"), exist_ok=True)
+        with open(os.path.join(work, "baseline", f"{a}-{b}.json"), "w") as f:
+            json.dump({"primary": {"bleu": bleu, "chrf": 10.0}}, f)
+    out = str(tmp_path / "demo")
+    flags = " ".join(TINY + ["--impl", "torch", "--steps", "2", "--max-time", "0", "--save-every", "1"])
+    assert nmt.main(["reproduce", "--preset", "demo", "--skip-data", "--no-speed", "--work", work, "--out", out,
+                     "--train-args", flags]) == 0
+    table = open(os.path.join(out, "RESULTS.md")).read()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "1.25" in rows["Baseline (emb. nearest neighbour)"] and "0.75" in rows["Baseline (emb. nearest neighbour)"]
+    res = json.load(open(os.path.join(out, "results.json")))
+    bt = res["scores"]["de-en"]["backtrans"]
+    assert f"{bt['test']['de-en']['bleu']:.2f}" in rows["Unsupervised: + backtranslation"] and bt["steps"] == 2
+    for png in ("curves.png", "attention.png"):
+        with open(os.path.join(out, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # a rerun finds the rows done and trains nothing
+    mtime = os.path.getmtime(os.path.join(out, "de-en", "backtrans", "model.pt"))
+    assert nmt.main(["reproduce", "--preset", "demo", "--skip-data", "--no-speed", "--work", work, "--out", out,
+                     "--train-args", flags]) == 0
+    assert os.path.getmtime(os.path.join(out, "de-en", "backtrans", "model.pt")) == mtime
