@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-import fastrnn
 from fastrnn import AttentionDecoder, Encoder, beam_search, greedy_decode, plot_attention
 from fastrnn.nn.decoding import length_penalty, max_lengths
 
