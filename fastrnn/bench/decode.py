@@ -21,7 +21,8 @@ implementation and bounds the ratio, so V=2000 is run too to show the step path'
 from __future__ import annotations
 
 import argparse
-import contextlib
+import statistics
+import time
 from typing import List
 
 import torch
@@ -114,6 +115,25 @@ def _fastrnn_loop(dec, enc_out, bos, n):
         return out
 
 
+def _time_interleaved(fns, reps: int):
+    """(median, IQR) in ms of each fn, timed in rounds that run every fn once, so a shared
+    machine's changing load falls on all of them alike (timing them one after the other lets
+    a load change masquerade as a speed-up)."""
+    for f in fns:
+        f()
+    times = [[] for _ in fns]
+    for _ in range(max(reps, 3)):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    out = []
+    for ts in times:
+        q = statistics.quantiles(ts, n=4)
+        out.append((statistics.median(ts), q[2] - q[0]))
+    return out
+
+
 def _flops_bytes(B, V, E, H, M, A, S, layers):
     """Per token: matmul FLOPs and weight bytes (fp32) of the lean step (keys precomputed)."""
     gru = 3 * H * ((E + H) + H) + (layers - 1) * 3 * H * (2 * H)
@@ -149,11 +169,13 @@ def run(args) -> List[dict]:
             agree = float((ours == ref).float().mean())
             if agree < 0.99:
                 raise RuntimeError(f"fastrnn and torch.nn greedy tokens differ ({agree:.1%} agree)")
-            t = common.time_fn(lambda: _fastrnn_loop(dec, enc_out, bos, n), args.device, reps=args.reps)
-            tb = common.time_fn(lambda: _torch_loop(base, keys, mask, h0, bos, n, False), args.device,
-                                reps=args.reps)
-            tp = common.time_fn(lambda: _torch_loop(base, keys, mask, h0, bos, n, True), args.device,
-                                reps=args.reps)
+            fns = [lambda: _fastrnn_loop(dec, enc_out, bos, n),
+                   lambda: _torch_loop(base, keys, mask, h0, bos, n, False),
+                   lambda: _torch_loop(base, keys, mask, h0, bos, n, True)]
+            if args.device == "cuda":
+                t, tb, tp = (common.time_fn(f, args.device, reps=args.reps) for f in fns)
+            else:
+                t, tb, tp = _time_interleaved(fns, args.reps)
             fl, by = _flops_bytes(B, V, E, H, M, A, S, layers)
             floor = common.floor_ms(fl, by, args.device, torch.float32)
             cfg = {"cell": "GRU", "B": B, "H": H, "attention": "additive", "V": V, "E": E, "S": S,

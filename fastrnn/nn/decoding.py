@@ -7,9 +7,10 @@
 Each sentence may produce at most ceil(max_len_a * src_len + max_len_b) tokens. The returned
 tokens exclude BOS and EOS; positions after a sentence's last token hold the decoder's
 padding_idx (attention rows there are zero); padding_idx itself is never produced (its
-log-probability is set to -inf after the softmax, so the scores stay the model's log-probs). Scores are summed log-probabilities of every
-produced token, EOS included when it was produced; beam search divides them by the GNMT length
-penalty ((5 + n) / 6) ** alpha, n = number of produced tokens including EOS. Both run under
+log-probability is set to -inf after the softmax, so the scores stay the model's log-probs).
+Scores are summed log-probabilities of every produced token, EOS included when it was
+produced; beam search divides them by the GNMT length penalty ((5 + n) / 6) ** alpha,
+n = number of produced tokens including EOS. Both run under
 torch.inference_mode and leave the modules' train/eval mode alone: call .eval() first.
 """
 from __future__ import annotations

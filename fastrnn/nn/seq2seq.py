@@ -17,7 +17,6 @@ input feeding, o_{t-1} is concatenated to the embedding of the next input token.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -39,6 +38,12 @@ def _build(cls, *args, backend: Optional[str] = None, **kw):
     if backend is not None:
         kw["backend"] = backend
     return cls(*args, **kw)
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {list(x.shape)}"
+    return f"a {type(x).__name__}"
 
 
 def _check_positive(name: str, value) -> None:
@@ -87,8 +92,7 @@ class TokenEmbedding(nn.Module):
         if embeddings is not None:
             if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
                 raise TypeError("embeddings must be a floating-point torch.Tensor of shape "
-                                f"[{vocab_size}, {embed_dim}], got {type(embeddings).__name__}"
-                                + (f" of dtype {embeddings.dtype}" if isinstance(embeddings, torch.Tensor) else ""))
+                                f"[{vocab_size}, {embed_dim}], got {_describe(embeddings)}")
             if embeddings.shape != (vocab_size, embed_dim):
                 raise ValueError(f"embeddings must have shape [{vocab_size}, {embed_dim}] "
                                  f"(vocab_size, embed_dim), got {list(embeddings.shape)}")
@@ -331,8 +335,7 @@ class AttentionDecoder(nn.Module):
                              f"(memory_size), got {list(getattr(states, 'shape', []))}")
         B, S, _ = states.shape
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (B, S):
-            raise ValueError(f"enc_out.mask must be a bool tensor of shape [{B}, {S}], got "
-                             f"{getattr(mask, 'dtype', type(mask).__name__)} {list(getattr(mask, 'shape', []))}")
+            raise ValueError(f"enc_out.mask must be a bool tensor of shape [{B}, {S}], got {_describe(mask)}")
         L, H = self.num_layers, self.hidden_size
         zeros = states.new_zeros(L, B, H)
         if hidden is None:
@@ -399,8 +402,7 @@ class AttentionDecoder(nn.Module):
     def step(self, tokens: Tensor, state: DecoderState):
         """tokens [B] long -> logits [B,V], the next state, attention weights [B,S] (or None)."""
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
-            raise ValueError(f"tokens must be a LongTensor of shape [B], got "
-                             f"{list(getattr(tokens, 'shape', [])) if isinstance(tokens, torch.Tensor) else type(tokens).__name__}")
+            raise ValueError(f"tokens must be a LongTensor of shape [B], got {_describe(tokens)}")
         o, state, w = self._advance(self._dropout(self.embed(tokens)), state)
         return self._project(o), state, w
 

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-import fastrnn
 from fastrnn import AttentionDecoder, Encoder, beam_search, greedy_decode, plot_attention
 from fastrnn.nn.decoding import length_penalty, max_lengths
 
@@ -292,3 +291,46 @@ def test_decoding_bad_input():
         greedy_decode(dec, enc, src, lengths, BOS, EOS)
     with pytest.raises(TypeError, match="src"):
         greedy_decode(enc, dec, src.float(), lengths, BOS, EOS)
+
+
+def test_decode_bench_smoke():
+    """The benchmark's two models agree token for token (it raises otherwise) and its rows
+    have the documented shape; sizes are tiny, nothing here is a timing assertion."""
+    import argparse
+
+    from fastrnn.bench import decode
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu")
+    decode.add_args(p)
+    args = p.parse_args(["--batch", "1", "3", "--vocab", "50", "--hidden", "16", "--embed", "8",
+                         "--src-len", "5", "--steps", "4", "--reps", "3"])
+    rows = decode.run(args)
+    assert len(rows) == 4
+    assert {r["baseline"] for r in rows} == {"torch.nn", "torch.nn+pre"}
+    for r in rows:
+        assert r["bench"] == "decode" and r["impl"] == "fastrnn"
+        assert {"cell", "B", "H", "attention", "V"} <= set(r["config"])
+        assert r["median_ms"] > 0 and r["baseline_median_ms"] > 0 and r["ratio"] > 0
+
+
+def test_bench_torch_baseline_matches_decoder():
+    """The benchmark's torch.nn model is the same function as the AttentionDecoder it copies."""
+    from fastrnn import EncoderOutput
+    from fastrnn.bench.decode import TorchNNDecoder
+
+    torch.manual_seed(0)
+    dec = AttentionDecoder(V, 8, 10, 12, num_layers=2, attention="additive", attention_hidden=7)
+    dec = dec.double().eval()
+    base = TorchNNDecoder.like(dec).double().eval()
+    keys = torch.randn(3, 5, 12, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    keys = keys * mask.unsqueeze(2)
+    h0 = torch.randn(2, 3, 10, dtype=torch.float64)
+    state = dec.init_state(EncoderOutput(keys, mask, h0))
+    hs, feed = list(h0.unbind(0)), torch.zeros(3, 10, dtype=torch.float64)
+    for tok in ([1, 4, 5], [6, 7, 8], [9, 3, 3]):
+        tok = torch.tensor(tok)
+        a, state, _ = dec.step(tok, state)
+        b, hs, feed = base.step(tok, hs, feed, keys, mask)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
