@@ -116,6 +116,23 @@ def test_fp32_matches_reference(backend, masked, kind, size):
         assert (got["weights"][1] == 0).all() and (got["context"][1] == 0).all()
 
 
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_triton_multi_block_tiles(kind):
+    """Sizes past one tile in every dim (Tq, Tk > 16, D > 32, Dv > 64): the online softmax
+    across key blocks, and every backward grid, under the interpreter."""
+    _skip_unless("triton")
+    size = (1, 17, 20, 40, 40, 70, 40)
+    ins, mask = _make(kind, *size, masked=True, seed=11)
+    mask[0, :] = True
+    mask[0, 18:] = False
+    g = torch.Generator().manual_seed(6)
+    upstream = (torch.randn(1, 17, 70, generator=g), torch.randn(1, 17, 20, generator=g))
+    ref64 = _run(ins, mask, kind, "naive", torch.float64, "cpu", upstream)
+    torch32 = _run(ins, mask, kind, "naive", torch.float32, "cpu", upstream)
+    got = _run(ins, mask, kind, "triton", torch.float32, "cpu", upstream)
+    _assert_rule(got, ref64, torch32, atol=2e-5)
+
+
 @pytest.mark.parametrize("backend", [pytest.param("cpu", id="cpu"),
                                      pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("kind", KINDS)
