@@ -284,3 +284,28 @@ def test_explicit_backend_that_cannot_run_raises():
     q = torch.randn(1, 1, 2, dtype=torch.float16)
     with pytest.raises(RuntimeError, match="cannot run this call"):
         attention(q, q, kind="dot", backend="cpu")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_additive_never_materializes_b_tq_tk_h(backend):
+    """Peak bytes of live tensors during forward+backward stay well under one [B,Tq,Tk,H]
+    tensor, which the eager reference allocates several of."""
+    _skip_unless(backend)
+    from fastrnn.bench.attention import _LiveBytes
+
+    B, Tq, Tk, H = 1, 40, 40, 256   # extra memory O(B*Tq*Tk + B*(Tq+Tk)*H) vs O(B*Tq*Tk*H)
+    ins, mask = _make("additive", B, Tq, Tk, 8, 8, 8, H, masked=True)
+    leaves = [t.float().requires_grad_(True) for t in ins.values()]
+    big = B * Tq * Tk * H * 4
+
+    def peak(op, **kw):
+        q, k, v, wq, wk, vs = leaves
+        mode = _LiveBytes()
+        with mode:
+            ctx, w = op(q, k, v, kind="additive", mask=mask, w_query=wq, w_key=wk, v_score=vs,
+                        **kw)
+            torch.autograd.grad(ctx.sum() + w.sum(), leaves)
+        return mode.peak
+
+    assert peak(naive.attention) >= 2 * big  # the tracker sees the reference's big tensors
+    assert peak(attention, backend=backend) < big / 4
