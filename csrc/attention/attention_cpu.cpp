@@ -271,9 +271,12 @@ std::vector<at::Tensor> attention_fwd_cpu(const at::Tensor& qp, const at::Tensor
   const int64_t B = qp.size(0), Tq = qp.size(1), D = qp.size(2), Tk = kp.size(1), Dv = v.size(2);
   const bool additive = v_score.has_value() && v_score->defined();
   const bool* m = (mask.has_value() && mask->defined()) ? mask->data_ptr<bool>() : nullptr;
+  // Buffers our own loops write start as NaN so an unwritten element shows; those BLAS fills
+  // completely (bmm_out) skip the extra pass over memory.
   auto nan = std::numeric_limits<double>::quiet_NaN();
-  at::Tensor weights = at::full({B, Tq, Tk}, nan, qp.options());
-  at::Tensor ctx = at::full({B, Tq, Dv}, nan, qp.options());
+  at::Tensor weights = additive ? at::full({B, Tq, Tk}, nan, qp.options())
+                                : at::empty({B, Tq, Tk}, qp.options());
+  at::Tensor ctx = at::empty({B, Tq, Dv}, qp.options());
   if (!additive) at::bmm_out(weights, qp, kp.transpose(1, 2));
   AT_DISPATCH_FLOATING_TYPES(qp.scalar_type(), "attention_fwd_cpu", [&] {
     scalar_t* e = weights.data_ptr<scalar_t>();
@@ -305,10 +308,10 @@ std::vector<at::Tensor> attention_bwd_cpu(const at::Tensor& dctx, const at::Tens
   auto nan = std::numeric_limits<double>::quiet_NaN();
   // dP = dweights + dctx v^T, then ds = p * (dP - rowsum(p dP)) in place.
   at::Tensor ds = at::baddbmm(dweights, dctx, v.transpose(1, 2));
-  at::Tensor dv = at::full(v.sizes(), nan, v.options());
+  at::Tensor dv = at::empty(v.sizes(), v.options());
   at::bmm_out(dv, weights.transpose(1, 2), dctx);
-  at::Tensor dqp = at::full(qp.sizes(), nan, qp.options());
-  at::Tensor dkp = at::full(kp.sizes(), nan, kp.options());
+  at::Tensor dqp = additive ? at::full(qp.sizes(), nan, qp.options()) : at::empty(qp.sizes(), qp.options());
+  at::Tensor dkp = additive ? at::full(kp.sizes(), nan, kp.options()) : at::empty(kp.sizes(), kp.options());
   at::Tensor dvs;
   AT_DISPATCH_FLOATING_TYPES(qp.scalar_type(), "attention_bwd_cpu", [&] {
     const scalar_t* p = weights.data_ptr<scalar_t>();

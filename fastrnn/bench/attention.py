@@ -163,8 +163,8 @@ def run(args) -> list:
                                                 dtype=dtype, kind=kind, B=B, Tq=Tq, Tk=Tk, Dq=H,
                                                 Dk=H, D=H, Dv=H).name
 
-        def fast(q, k, v, **kw):
-            return attention(q, k, v, backend=backend, **kw)
+        def fast(query, keys, values, **kw):  # low_rank has a weight named v
+            return attention(query, keys, values, backend=backend, **kw)
 
         for bwd in (False, True):
             q, k, v, mask, w = _inputs(kind, B, Tq, Tk, H, device, dtype, grad=bwd)

@@ -116,6 +116,23 @@ def test_fp32_matches_reference(backend, masked, kind, size):
         assert (got["weights"][1] == 0).all() and (got["context"][1] == 0).all()
 
 
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_triton_multi_block_tiles(kind):
+    """Sizes past one tile in every dim (Tq, Tk > 16, D > 32, Dv > 64): the online softmax
+    across key blocks, and every backward grid, under the interpreter."""
+    _skip_unless("triton")
+    size = (1, 17, 20, 40, 40, 70, 40)
+    ins, mask = _make(kind, *size, masked=True, seed=11)
+    mask[0, :] = True
+    mask[0, 18:] = False
+    g = torch.Generator().manual_seed(6)
+    upstream = (torch.randn(1, 17, 70, generator=g), torch.randn(1, 17, 20, generator=g))
+    ref64 = _run(ins, mask, kind, "naive", torch.float64, "cpu", upstream)
+    torch32 = _run(ins, mask, kind, "naive", torch.float32, "cpu", upstream)
+    got = _run(ins, mask, kind, "triton", torch.float32, "cpu", upstream)
+    _assert_rule(got, ref64, torch32, atol=2e-5)
+
+
 @pytest.mark.parametrize("backend", [pytest.param("cpu", id="cpu"),
                                      pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("kind", KINDS)
@@ -267,3 +284,28 @@ def test_explicit_backend_that_cannot_run_raises():
     q = torch.randn(1, 1, 2, dtype=torch.float16)
     with pytest.raises(RuntimeError, match="cannot run this call"):
         attention(q, q, kind="dot", backend="cpu")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_additive_never_materializes_b_tq_tk_h(backend):
+    """Peak bytes of live tensors during forward+backward stay well under one [B,Tq,Tk,H]
+    tensor, which the eager reference allocates several of."""
+    _skip_unless(backend)
+    from fastrnn.bench.attention import _LiveBytes
+
+    B, Tq, Tk, H = 1, 40, 40, 256   # extra memory O(B*Tq*Tk + B*(Tq+Tk)*H) vs O(B*Tq*Tk*H)
+    ins, mask = _make("additive", B, Tq, Tk, 8, 8, 8, H, masked=True)
+    leaves = [t.float().requires_grad_(True) for t in ins.values()]
+    big = B * Tq * Tk * H * 4
+
+    def peak(op, **kw):
+        q, k, v, wq, wk, vs = leaves
+        mode = _LiveBytes()
+        with mode:
+            ctx, w = op(q, k, v, kind="additive", mask=mask, w_query=wq, w_key=wk, v_score=vs,
+                        **kw)
+            torch.autograd.grad(ctx.sum() + w.sum(), leaves)
+        return mode.peak
+
+    assert peak(naive.attention) >= 2 * big  # the tracker sees the reference's big tensors
+    assert peak(attention, backend=backend) < big / 4

@@ -1,16 +1,19 @@
 """Triton kernels for the fused attention family (contract in function.py).
 
 Forward, per (batch entry, block of BLOCK_M query rows):
-  attention_scores_kernel  e = qp.kp (dot-like) or v_score.tanh(qp_i + kp_j) (additive), tiled
-                           over keys and over D (the [BM, BN, BD] tile lives in registers only:
-                           [B,Tq,Tk,D] is never stored), raw e into a scratch, row log-sum-exp;
-  attention_ctx_kernel     p = masked exp(e - lse) written as the weights, ctx = p @ v tiled
-                           over Dv.
+  attention_fwd_scores_kernel  e = qp.kp (dot-like) or v_score.tanh(qp_i + kp_j) (additive),
+                               tiled over keys and over D (the [BM, BN, BD] tile lives in
+                               registers only: [B,Tq,Tk,D] is never stored), raw e into a
+                               scratch, row log-sum-exp;
+  attention_fwd_ctx_kernel     p = masked exp(e - lse) written as the weights, ctx = p @ v
+                               tiled over Dv.
 Backward:
-  attention_ds_kernel      ds = p * (dweights + dctx v^T - delta), delta = rowsum(p dweights) +
-                           dctx.ctx (the FlashAttention identity, no extra pass over keys);
-  additive_dq_kernel       dqp and per-block dv_score partials, tanh recomputed tile by tile;
-  additive_dk_kernel       dkp, looping over query blocks (no atomics: tanh is recomputed).
+  attention_bwd_ds_kernel      ds = p * (dweights + dctx v^T - delta), delta = rowsum(p dweights)
+                               + dctx.ctx (the FlashAttention identity, no extra pass over keys);
+  attention_bwd_dq_kernel      additive dqp and per-block dv_score partials, tanh recomputed
+                               tile by tile;
+  attention_bwd_dk_kernel      additive dkp, looping over query blocks (no atomics: tanh is
+                               recomputed).
 The remaining products (dv = p^T dctx, and dqp/dkp of the dot-like kinds) are plain batched
 GEMMs and go to torch (cuBLAS) on the host.
 No tl.tanh under the interpreter: tanh(x) = 2 sigmoid(2x) - 1. Products are broadcast-and-sum
@@ -54,9 +57,10 @@ def _score_tile(qp_ptr, kp_ptr, vs_ptr, b, offs_m, offs_n, Tq, Tk, D,
 
 # Forward pass 1: raw scores into e_ptr, online max / sum into lse_ptr (-inf: all keys masked).
 @triton.jit
-def attention_scores_kernel(qp_ptr, kp_ptr, vs_ptr, mask_ptr, e_ptr, lse_ptr, Tq, Tk, D,
-                            HAS_MASK: tl.constexpr, ADDITIVE: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def attention_fwd_scores_kernel(qp_ptr, kp_ptr, vs_ptr, mask_ptr, e_ptr, lse_ptr, Tq, Tk, D,
+                                HAS_MASK: tl.constexpr, ADDITIVE: tl.constexpr,
+                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                BLOCK_D: tl.constexpr):
     b = tl.program_id(0)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     mrow = offs_m < Tq
@@ -82,9 +86,9 @@ def attention_scores_kernel(qp_ptr, kp_ptr, vs_ptr, mask_ptr, e_ptr, lse_ptr, Tq
 
 # Forward pass 2: p = exp(e - lse) (0 where masked or the row is empty), weights and ctx = p v.
 @triton.jit
-def attention_ctx_kernel(e_ptr, lse_ptr, mask_ptr, v_ptr, w_ptr, ctx_ptr, Tq, Tk, Dv,
-                         HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         BLOCK_DV: tl.constexpr):
+def attention_fwd_ctx_kernel(e_ptr, lse_ptr, mask_ptr, v_ptr, w_ptr, ctx_ptr, Tq, Tk, Dv,
+                             HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_DV: tl.constexpr):
     b = tl.program_id(0)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_v = tl.program_id(2) * BLOCK_DV + tl.arange(0, BLOCK_DV)
@@ -114,8 +118,8 @@ def attention_ctx_kernel(e_ptr, lse_ptr, mask_ptr, v_ptr, w_ptr, ctx_ptr, Tq, Tk
 
 # ds = p * (dweights + dctx . v_j - delta) for a [BLOCK_M, BLOCK_N] tile, dctx . v over Dv.
 @triton.jit
-def attention_ds_kernel(dctx_ptr, dw_ptr, v_ptr, w_ptr, delta_ptr, ds_ptr, Tq, Tk, Dv,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr):
+def attention_bwd_ds_kernel(dctx_ptr, dw_ptr, v_ptr, w_ptr, delta_ptr, ds_ptr, Tq, Tk, Dv,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr):
     b = tl.program_id(0)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -141,8 +145,9 @@ def attention_ds_kernel(dctx_ptr, dw_ptr, v_ptr, w_ptr, delta_ptr, ds_ptr, Tq, T
 # Additive dqp (and dv_score partials per query block): sum over keys of
 # ds * vs * (1 - t^2) and ds * t, t = tanh(qp_i + kp_j) recomputed per [BM, BN, BD] tile.
 @triton.jit
-def additive_dq_kernel(qp_ptr, kp_ptr, vs_ptr, ds_ptr, dq_ptr, dvs_ptr, Tq, Tk, D, n_mblocks,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def attention_bwd_dq_kernel(qp_ptr, kp_ptr, vs_ptr, ds_ptr, dq_ptr, dvs_ptr, Tq, Tk, D,
+                            n_mblocks, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            BLOCK_D: tl.constexpr):
     b = tl.program_id(0)
     pm = tl.program_id(1)
     offs_m = pm * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -171,8 +176,8 @@ def additive_dq_kernel(qp_ptr, kp_ptr, vs_ptr, ds_ptr, dq_ptr, dvs_ptr, Tq, Tk, 
 
 # Additive dkp: sum over queries of ds * vs * (1 - t^2), per [BLOCK_N keys, BLOCK_D] tile.
 @triton.jit
-def additive_dk_kernel(qp_ptr, kp_ptr, vs_ptr, ds_ptr, dk_ptr, Tq, Tk, D,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def attention_bwd_dk_kernel(qp_ptr, kp_ptr, vs_ptr, ds_ptr, dk_ptr, Tq, Tk, D,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     b = tl.program_id(0)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -223,13 +228,13 @@ def attention_fwd(qp, kp, v, mask, v_score, needs_grad):
     mask_arg = mask.view(torch.uint8) if has_mask else qp  # dummy pointer when absent
     vs_arg = v_score if additive else qp
     nm = triton.cdiv(Tq, BLOCK_M)
-    attention_scores_kernel[(B, nm)](qp, kp, vs_arg, mask_arg, e, lse, Tq, Tk, D,
+    attention_fwd_scores_kernel[(B, nm)](qp, kp, vs_arg, mask_arg, e, lse, Tq, Tk, D,
                                      HAS_MASK=has_mask, ADDITIVE=additive, BLOCK_M=BLOCK_M,
                                      BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
     bdv = _block_dv(Dv)
-    attention_ctx_kernel[(B, nm, triton.cdiv(Dv, bdv))](e, lse, mask_arg, v, weights, ctx, Tq, Tk,
-                                                        Dv, HAS_MASK=has_mask, BLOCK_M=BLOCK_M,
-                                                        BLOCK_N=BLOCK_N, BLOCK_DV=bdv)
+    attention_fwd_ctx_kernel[(B, nm, triton.cdiv(Dv, bdv))](
+        e, lse, mask_arg, v, weights, ctx, Tq, Tk, Dv, HAS_MASK=has_mask, BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N, BLOCK_DV=bdv)
     return ctx, weights, ((ctx,) if needs_grad else ())
 
 
@@ -242,8 +247,9 @@ def attention_bwd(dctx, dweights, qp, kp, v, mask, v_score, weights, saved):
     delta = ((weights.float() * dweights.float()).sum(-1) + (dctx.float() * ctx.float()).sum(-1))
     ds = torch.full((B, Tq, Tk), nan, device=qp.device, dtype=torch.float32)
     nm, nn = triton.cdiv(Tq, BLOCK_M), triton.cdiv(Tk, BLOCK_N)
-    attention_ds_kernel[(B, nm, nn)](dctx, dweights, v, weights, delta.contiguous(), ds, Tq, Tk, Dv,
-                                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_DV=_block_dv(Dv))
+    attention_bwd_ds_kernel[(B, nm, nn)](
+        dctx, dweights, v, weights, delta.contiguous(), ds, Tq, Tk, Dv,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_DV=_block_dv(Dv))
     dv = torch.bmm(weights.transpose(1, 2), dctx)
     if v_score is None:
         dsq = ds.to(qp.dtype)
@@ -252,9 +258,9 @@ def attention_bwd(dctx, dweights, qp, kp, v, mask, v_score, weights, saved):
     dkp = torch.full_like(kp, nan)
     dvs_part = torch.full((B, nm, D), nan, device=qp.device, dtype=torch.float32)
     nd = triton.cdiv(D, BLOCK_D)
-    additive_dq_kernel[(B, nm, nd)](qp, kp, v_score, ds, dqp, dvs_part, Tq, Tk, D, nm,
+    attention_bwd_dq_kernel[(B, nm, nd)](qp, kp, v_score, ds, dqp, dvs_part, Tq, Tk, D, nm,
                                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
-    additive_dk_kernel[(B, nn, nd)](qp, kp, v_score, ds, dkp, Tq, Tk, D,
+    attention_bwd_dk_kernel[(B, nn, nd)](qp, kp, v_score, ds, dkp, Tq, Tk, D,
                                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
     dvs = dvs_part.sum(dim=(0, 1)).to(v_score.dtype)
     return dqp, dkp, dv, dvs
