@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "common/cell_math.h"
 #include "common/checks.h"
@@ -35,6 +36,26 @@ void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
       begin += j1 - j0;
     }
   });
+}
+
+// C[M,N] (+)= A[M,K] B[K,N] (row-major, leading dims given) through the AVX-512 kernel of
+// cell_math.h, split over column strips. Returns false where that kernel does not apply (fp64,
+// N not a multiple of 32, no AVX-512): the caller then uses ATen's GEMM.
+template <typename scalar_t>
+bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb,
+               scalar_t* C, int64_t ldc, bool accumulate) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
+      const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
+      at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
+        host::gemm_f32_avx512(M, K, A, lda, B, ldb, C, ldc, accumulate, s0 * 32, s1 * 32);
+      });
+      return true;
+    }
+  }
+#endif
+  return false;
 }
 
 inline int64_t pointwise_grain(int64_t B, int64_t H) {
@@ -101,7 +122,12 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
   // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor Gx = (defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t())).view({T, B, 3 * H});
+  at::Tensor Gx = defined(b_ih) ? b_ih->expand({T * B, 3 * H}).contiguous() : at::empty({T * B, 3 * H}, opts);
+  if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, w_ih.t().contiguous().data_ptr<scalar_t>(),
+                           3 * H, Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih)))
+    Gx = defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  Gx = Gx.view({T, B, 3 * H});
+  at::Tensor whhT = w_hh.t().contiguous();  // packed once for the per-step GEMMs
   at::Tensor y = at::full({T, B, H}, nan, opts);
   at::Tensor HN = at::empty({needs_grad ? T : 1, B, H}, opts);
   at::Tensor Gh = at::empty({B, 3 * H}, opts);
@@ -151,8 +177,13 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       });
     } else {
       // Gh = h_{t-1} W_hh^T + b_hh, then the cell over all B x H units.
-      if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
-      else at::mm_out(Gh, h_prev, w_hh.t());
+      if (bhh) {
+        for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
+      }
+      if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT.data_ptr<scalar_t>(), 3 * H, gh, 3 * H, bhh != nullptr)) {
+        if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
+        else at::mm_out(Gh, h_prev, w_hh.t());
+      }
       for_units(B, H, grain, cell);
     }
   }
@@ -238,14 +269,18 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
       });
     } else {
       for_units(B, H, grain, cell);
-      dh_prev.addmm_(dGh[t], w_hh);
+      if (!fast_gemm<scalar_t>(B, H, 3 * H, dgh, 3 * H, w_hh.data_ptr<scalar_t>(), H, dhp, H, true))
+        dh_prev.addmm_(dGh[t], w_hh);
     }
   }
 
   // Weight and input gradients over all steps at once (masked steps have zero grads).
   at::Tensor dGx2 = dGx.view({T * B, 3 * H});
   at::Tensor dGh2 = dGh.view({T * B, 3 * H});
-  at::Tensor dx = at::mm(dGx2, w_ih).view({T, B, I});
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, w_ih.data_ptr<scalar_t>(), I,
+                           dx.data_ptr<scalar_t>(), I, false))
+    dx = at::mm(dGx2, w_ih).view({T, B, I});
   at::Tensor dw_ih = at::mm(dGx2.t(), x.reshape({T * B, I}));
   at::Tensor dw_hh = at::mm(dGh[0].t(), h0);
   if (T > 1) dw_hh.addmm_(dGh.narrow(0, 1, T - 1).reshape({(T - 1) * B, 3 * H}).t(),

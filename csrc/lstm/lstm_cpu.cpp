@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "common/cell_math.h"
 #include "common/checks.h"
@@ -40,6 +41,26 @@ void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
       begin += j1 - j0;
     }
   });
+}
+
+// C[M,N] (+)= A[M,K] B[K,N] (row-major, leading dims given) through the AVX-512 kernel of
+// cell_math.h, split over column strips. Returns false where that kernel does not apply (fp64,
+// N not a multiple of 32, no AVX-512): the caller then uses ATen's GEMM.
+template <typename scalar_t>
+bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb,
+               scalar_t* C, int64_t ldc, bool accumulate) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
+      const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
+      at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
+        host::gemm_f32_avx512(M, K, A, lda, B, ldb, C, ldc, accumulate, s0 * 32, s1 * 32);
+      });
+      return true;
+    }
+  }
+#endif
+  return false;
 }
 
 inline int64_t pointwise_grain(int64_t B, int64_t H) {
@@ -109,14 +130,16 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
   // Input projection for all steps in one GEMM: G = X W_ih^T + (b_ih + b_hh)  [T,B,4H].
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor G;
-  if (defined(b_ih) || defined(b_hh)) {
-    at::Tensor bias = defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh;
-    G = at::addmm(bias, x2, w_ih.t());
-  } else {
-    G = at::mm(x2, w_ih.t());
+  const bool has_bias = defined(b_ih) || defined(b_hh);
+  at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
+  at::Tensor G = has_bias ? bias.expand({T * B, 4 * H}).contiguous() : at::empty({T * B, 4 * H}, opts);
+  if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, w_ih.t().contiguous().data_ptr<scalar_t>(),
+                           4 * H, G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
+    G = has_bias ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
   G = G.view({T, B, 4 * H});
+  // W_hh^T packed once per call for the per-step GEMMs.
+  at::Tensor whhT = w_hh.t().contiguous();
 
   at::Tensor y = at::full({T, B, P}, nan, opts);
   // Cell states: all T kept for the backward, else two buffers used in turn.
@@ -177,7 +200,8 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       });
     } else {
       // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
-      G[t].addmm_(h_prev, w_hh.t());
+      if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT.data_ptr<scalar_t>(), 4 * H, gt, 4 * H, true))
+        G[t].addmm_(h_prev, w_hh.t());
       for_units(B, H, grain, cell);
     }
 
@@ -293,7 +317,8 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
       });
     } else {
       for_units(B, H, grain, cell);
-      at::mm_out(dh_prev, dG[t], w_hh);
+      if (!fast_gemm<scalar_t>(B, P, 4 * H, dgt, 4 * H, w_hh.data_ptr<scalar_t>(), P, dhp, P, false))
+        at::mm_out(dh_prev, dG[t], w_hh);
       if (masked) {
         for (int64_t b = 0; b < B; ++b)
           if (t >= len[b]) std::copy(dhn + b * P, dhn + (b + 1) * P, dhp + b * P);
@@ -305,7 +330,10 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // (masking only starts after a sequence's end) and masked steps have dG = 0, so y works.
   at::Tensor dG2 = dG.view({T * B, 4 * H});
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor dx = at::mm(dG2, w_ih).view({T, B, I});
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, w_ih.data_ptr<scalar_t>(), I,
+                           dx.data_ptr<scalar_t>(), I, false))
+    dx = at::mm(dG2, w_ih).view({T, B, I});
   at::Tensor dw_ih = at::mm(dG2.t(), x2);
   at::Tensor dw_hh = at::mm(dG[0].t(), h0);
   if (T > 1) dw_hh.addmm_(dG.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
