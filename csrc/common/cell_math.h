@@ -152,19 +152,21 @@ FASTRNN_ISA_CLONES static inline double dot(const double* a, const double* b, in
 
 
 #if defined(FASTRNN_HAS_AVX512_GEMM)
-// C[M, n0:n1] (+)= A[M, K] B[K, n0:n1], all fp32 row-major; n0, n1 multiples of 32. A register-
-// blocked AVX-512 kernel (4 rows x 32 columns of C in 8 accumulators) for the RNN GEMMs: MKL
-// runs its generic path on non-Intel CPUs, at about half this rate. Blocks of A rows stay in L2
-// and a 32-column strip of B in L1 while the rows stream past.
+// C[M, n0:n1] (+)= A[M, K] B[K, n0:n1] in fp32, A and C row-major, B packed by pack_strips
+// (n0, n1 multiples of 32). A register-blocked AVX-512 kernel (4 rows x 32 columns of C in 8
+// accumulators) for the RNN GEMMs: MKL runs its generic path on non-Intel CPUs. B comes in
+// 32-column strips, each contiguous over K, so a strip streams through L1 without the set
+// conflicts of a large row stride; blocks of A rows stay in L2 while the strips pass.
 __attribute__((target("avx512f,fma"))) static void gemm_f32_avx512(int64_t M, int64_t K, const float* A,
-                                                                    int64_t lda, const float* B, int64_t ldb,
-                                                                    float* C, int64_t ldc, bool accumulate,
-                                                                    int64_t n0, int64_t n1) {
+                                                                    int64_t lda, const float* B, float* C,
+                                                                    int64_t ldc, bool accumulate, int64_t n0,
+                                                                    int64_t n1) {
+  constexpr int64_t ldb = 32;
   constexpr int64_t kRowBlock = 128;
   for (int64_t mb = 0; mb < M; mb += kRowBlock) {
     const int64_t me = mb + kRowBlock < M ? mb + kRowBlock : M;
     for (int64_t n = n0; n < n1; n += 32) {
-      const float* b = B + n;
+      const float* b = B + n * K;  // strip n / 32
       int64_t m = mb;
       for (; m + 4 <= me; m += 4) {
         const float* a0 = A + m * lda;
@@ -211,6 +213,13 @@ __attribute__((target("avx512f,fma"))) static void gemm_f32_avx512(int64_t M, in
       }
     }
   }
+}
+
+// Packs B[k, n] = src[k * rs + n * cs] (k < K, n < N, N a multiple of 32) into 32-column strips.
+inline void pack_strips(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, float* out) {
+  for (int64_t s = 0; s < N; s += 32)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < 32; ++c) *out++ = src[k * rs + (s + c) * cs];
 }
 
 inline bool cpu_has_avx512() {

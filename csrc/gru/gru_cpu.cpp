@@ -38,21 +38,37 @@ void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
   });
 }
 
-// C[M,N] (+)= A[M,K] B[K,N] (row-major, leading dims given) through the AVX-512 kernel of
-// cell_math.h, split over column strips. Returns false where that kernel does not apply (fp64,
-// N not a multiple of 32, no AVX-512): the caller then uses ATen's GEMM.
+// B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512, or an
+// undefined tensor where that kernel does not apply (fp64, N not a multiple of 32, no AVX-512):
+// fast_gemm then returns false and the caller uses ATen's GEMM.
 template <typename scalar_t>
-bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb,
-               scalar_t* C, int64_t ldc, bool accumulate) {
+at::Tensor pack_for_gemm(const at::Tensor& B) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)
   if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t K = B.size(0), N = B.size(1);
     if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
-      const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
-      at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
-        host::gemm_f32_avx512(M, K, A, lda, B, ldb, C, ldc, accumulate, s0 * 32, s1 * 32);
-      });
-      return true;
+      at::Tensor out = at::empty({K * N}, B.options());
+      host::pack_strips(B.data_ptr<float>(), B.stride(0), B.stride(1), K, N, out.data_ptr<float>());
+      return out;
     }
+  }
+#endif
+  return at::Tensor();
+}
+
+// C[M,N] (+)= A[M,K] B[K,N] with B packed by pack_for_gemm, split over column strips.
+template <typename scalar_t>
+bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const at::Tensor& Bp, scalar_t* C,
+               int64_t ldc, bool accumulate) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!Bp.defined()) return false;
+    const float* b = Bp.data_ptr<float>();
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
+    at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
+      host::gemm_f32_avx512(M, K, A, lda, b, C, ldc, accumulate, s0 * 32, s1 * 32);
+    });
+    return true;
   }
 #endif
   return false;
@@ -123,11 +139,11 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
   at::Tensor x2 = x.reshape({T * B, I});
   at::Tensor Gx = defined(b_ih) ? b_ih->expand({T * B, 3 * H}).contiguous() : at::empty({T * B, 3 * H}, opts);
-  if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, w_ih.t().contiguous().data_ptr<scalar_t>(),
-                           3 * H, Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih)))
+  if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+                           Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih)))
     Gx = defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   Gx = Gx.view({T, B, 3 * H});
-  at::Tensor whhT = w_hh.t().contiguous();  // packed once for the per-step GEMMs
+  at::Tensor whhT = B <= kSmallBatch ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());  // once per call
   at::Tensor y = at::full({T, B, H}, nan, opts);
   at::Tensor HN = at::empty({needs_grad ? T : 1, B, H}, opts);
   at::Tensor Gh = at::empty({B, 3 * H}, opts);
@@ -180,7 +196,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       if (bhh) {
         for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
       }
-      if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT.data_ptr<scalar_t>(), 3 * H, gh, 3 * H, bhh != nullptr)) {
+      if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, bhh != nullptr)) {
         if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
         else at::mm_out(Gh, h_prev, w_hh.t());
       }
@@ -219,6 +235,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   dh_buf[0].copy_(dhT);
   const bool small = B <= kSmallBatch;
   at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();  // [H,3H] for the GEMV
+  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh);  // for dGh_t W_hh
 
   const scalar_t* g_all = G.data_ptr<scalar_t>();
   const scalar_t* hn_all = HN.data_ptr<scalar_t>();
@@ -269,7 +286,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
       });
     } else {
       for_units(B, H, grain, cell);
-      if (!fast_gemm<scalar_t>(B, H, 3 * H, dgh, 3 * H, w_hh.data_ptr<scalar_t>(), H, dhp, H, true))
+      if (!fast_gemm<scalar_t>(B, H, 3 * H, dgh, 3 * H, whh_p, dhp, H, true))
         dh_prev.addmm_(dGh[t], w_hh);
     }
   }
@@ -278,7 +295,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   at::Tensor dGx2 = dGx.view({T * B, 3 * H});
   at::Tensor dGh2 = dGh.view({T * B, 3 * H});
   at::Tensor dx = at::empty({T, B, I}, opts);
-  if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, w_ih.data_ptr<scalar_t>(), I,
+  if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, pack_for_gemm<scalar_t>(w_ih),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dGx2, w_ih).view({T, B, I});
   at::Tensor dw_ih = at::mm(dGx2.t(), x.reshape({T * B, I}));

@@ -43,21 +43,37 @@ void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
   });
 }
 
-// C[M,N] (+)= A[M,K] B[K,N] (row-major, leading dims given) through the AVX-512 kernel of
-// cell_math.h, split over column strips. Returns false where that kernel does not apply (fp64,
-// N not a multiple of 32, no AVX-512): the caller then uses ATen's GEMM.
+// B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512, or an
+// undefined tensor where that kernel does not apply (fp64, N not a multiple of 32, no AVX-512):
+// fast_gemm then returns false and the caller uses ATen's GEMM.
 template <typename scalar_t>
-bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb,
-               scalar_t* C, int64_t ldc, bool accumulate) {
+at::Tensor pack_for_gemm(const at::Tensor& B) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)
   if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t K = B.size(0), N = B.size(1);
     if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
-      const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
-      at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
-        host::gemm_f32_avx512(M, K, A, lda, B, ldb, C, ldc, accumulate, s0 * 32, s1 * 32);
-      });
-      return true;
+      at::Tensor out = at::empty({K * N}, B.options());
+      host::pack_strips(B.data_ptr<float>(), B.stride(0), B.stride(1), K, N, out.data_ptr<float>());
+      return out;
     }
+  }
+#endif
+  return at::Tensor();
+}
+
+// C[M,N] (+)= A[M,K] B[K,N] with B packed by pack_for_gemm, split over column strips.
+template <typename scalar_t>
+bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const at::Tensor& Bp, scalar_t* C,
+               int64_t ldc, bool accumulate) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!Bp.defined()) return false;
+    const float* b = Bp.data_ptr<float>();
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
+    at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
+      host::gemm_f32_avx512(M, K, A, lda, b, C, ldc, accumulate, s0 * 32, s1 * 32);
+    });
+    return true;
   }
 #endif
   return false;
@@ -133,13 +149,13 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const bool has_bias = defined(b_ih) || defined(b_hh);
   at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
   at::Tensor G = has_bias ? bias.expand({T * B, 4 * H}).contiguous() : at::empty({T * B, 4 * H}, opts);
-  if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, w_ih.t().contiguous().data_ptr<scalar_t>(),
-                           4 * H, G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
+  if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+                           G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
     G = has_bias ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
   G = G.view({T, B, 4 * H});
   // W_hh^T packed once per call for the per-step GEMMs.
-  at::Tensor whhT = w_hh.t().contiguous();
+  at::Tensor whhT = (!proj && B <= kSmallBatch) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());
 
   at::Tensor y = at::full({T, B, P}, nan, opts);
   // Cell states: all T kept for the backward, else two buffers used in turn.
@@ -200,7 +216,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       });
     } else {
       // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
-      if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT.data_ptr<scalar_t>(), 4 * H, gt, 4 * H, true))
+      if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT, gt, 4 * H, true))
         G[t].addmm_(h_prev, w_hh.t());
       for_units(B, H, grain, cell);
     }
@@ -261,6 +277,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // W_hh^T packed once so the small-batch GEMV dh_{t-1} = dG_t W_hh reads contiguous rows.
   const bool small = !proj && B <= kSmallBatch;
   at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();
+  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh);  // for dh_{t-1} = dG_t W_hh
 
   const scalar_t* g_all = G.data_ptr<scalar_t>();
   const scalar_t* c_all = cs.data_ptr<scalar_t>();
@@ -317,7 +334,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
       });
     } else {
       for_units(B, H, grain, cell);
-      if (!fast_gemm<scalar_t>(B, P, 4 * H, dgt, 4 * H, w_hh.data_ptr<scalar_t>(), P, dhp, P, false))
+      if (!fast_gemm<scalar_t>(B, P, 4 * H, dgt, 4 * H, whh_p, dhp, P, false))
         at::mm_out(dh_prev, dG[t], w_hh);
       if (masked) {
         for (int64_t b = 0; b < B; ++b)
@@ -331,7 +348,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   at::Tensor dG2 = dG.view({T * B, 4 * H});
   at::Tensor x2 = x.reshape({T * B, I});
   at::Tensor dx = at::empty({T, B, I}, opts);
-  if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, w_ih.data_ptr<scalar_t>(), I,
+  if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, pack_for_gemm<scalar_t>(w_ih),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dG2, w_ih).view({T, B, I});
   at::Tensor dw_ih = at::mm(dG2.t(), x2);
