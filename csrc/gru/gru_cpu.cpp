@@ -298,10 +298,25 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, pack_for_gemm<scalar_t>(w_ih),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dGx2, w_ih).view({T, B, I});
-  at::Tensor dw_ih = at::mm(dGx2.t(), x.reshape({T * B, I}));
-  at::Tensor dw_hh = at::mm(dGh[0].t(), h0);
-  if (T > 1) dw_hh.addmm_(dGh.narrow(0, 1, T - 1).reshape({(T - 1) * B, 3 * H}).t(),
-                          y.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));
+  at::Tensor dw_ih, dw_hh;
+  {
+    // dW_ih = dGx^T X and dW_hh = dGh^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512
+    // GEMM (the grads made row-major once) where it applies, else ATen.
+    at::Tensor x2 = x.reshape({T * B, I});
+    at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H});
+    at::Tensor x_p = pack_for_gemm<scalar_t>(x2);
+    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev) : at::Tensor();
+    if (x_p.defined() && h_p.defined()) {
+      at::Tensor dGxT = dGx2.t().contiguous(), dGhT = dGh2.t().contiguous();
+      dw_ih = at::empty({3 * H, I}, opts);
+      dw_hh = at::empty({3 * H, H}, opts);
+      fast_gemm<scalar_t>(3 * H, I, T * B, dGxT.data_ptr<scalar_t>(), T * B, x_p, dw_ih.data_ptr<scalar_t>(), I, false);
+      fast_gemm<scalar_t>(3 * H, H, T * B, dGhT.data_ptr<scalar_t>(), T * B, h_p, dw_hh.data_ptr<scalar_t>(), H, false);
+    } else {
+      dw_ih = at::mm(dGx2.t(), x2);
+      dw_hh = at::mm(dGh2.t(), hprev);
+    }
+  }
   at::Tensor db_ih = defined(b_ih) ? dGx2.sum(0) : at::Tensor();
   at::Tensor db_hh = defined(b_hh) ? dGh2.sum(0) : at::Tensor();
   at::Tensor dh0 = dh_buf[T % 2].clone();

@@ -351,10 +351,24 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, pack_for_gemm<scalar_t>(w_ih),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dG2, w_ih).view({T, B, I});
-  at::Tensor dw_ih = at::mm(dG2.t(), x2);
-  at::Tensor dw_hh = at::mm(dG[0].t(), h0);
-  if (T > 1) dw_hh.addmm_(dG.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
-                          y.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}));
+  at::Tensor dw_ih, dw_hh;
+  {
+    // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
+    // (dG^T made row-major once) where it applies, else ATen.
+    at::Tensor x_p = pack_for_gemm<scalar_t>(x2);
+    at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P});
+    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev) : at::Tensor();
+    if (x_p.defined() && h_p.defined()) {
+      at::Tensor dGT = dG2.t().contiguous();
+      dw_ih = at::empty({4 * H, I}, opts);
+      dw_hh = at::empty({4 * H, P}, opts);
+      fast_gemm<scalar_t>(4 * H, I, T * B, dGT.data_ptr<scalar_t>(), T * B, x_p, dw_ih.data_ptr<scalar_t>(), I, false);
+      fast_gemm<scalar_t>(4 * H, P, T * B, dGT.data_ptr<scalar_t>(), T * B, h_p, dw_hh.data_ptr<scalar_t>(), P, false);
+    } else {
+      dw_ih = at::mm(dG2.t(), x2);
+      dw_hh = at::mm(dG2.t(), hprev);
+    }
+  }
   at::Tensor db = (defined(b_ih) || defined(b_hh)) ? dG2.sum(0) : at::Tensor();
   at::Tensor db_ih = defined(b_ih) ? db : at::Tensor();
   at::Tensor db_hh = defined(b_hh) ? (defined(b_ih) ? db.clone() : db) : at::Tensor();

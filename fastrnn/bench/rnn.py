@@ -38,6 +38,9 @@ def add_args(p) -> None:
     p.add_argument("--no-modules", action="store_true",
                    help="GPU: skip the 2-layer bidirectional and packed module rows")
     p.add_argument("--plot", metavar="FILE.png", help="plot speedup over the baseline vs batch size")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for both sides (default: torch's choice); 1 gives steadier "
+                        "ratios on a machine shared with other jobs")
 
 
 # --- FLOPs and bytes for the physical floor ------------------------------------------------
@@ -198,6 +201,8 @@ def run(args) -> List[dict]:
     for p in passes:
         if p not in ("fwd", "fwd+bwd"):
             raise SystemExit(f"--pass takes fwd,fwd+bwd; got {p!r}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows: List[dict] = []
     if args.device == "cpu":
         impls = _split(args.impl or "cpu")
