@@ -136,7 +136,8 @@ def _single_layer(cell, impl, B, T, H, dtype, passname, device, baseline):
     config = {"cell": cell, "B": B, "T": T, "H": H, "I": I, "dtype": str(dtype).replace("torch.", ""),
               "layers": 1, "bidirectional": False, "packed": False, "pass": passname}
     return common.row("rnn", impl, baseline, config, t, tb, common.floor_ms(fl, by, device, dtype),
-                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2))
+                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2),
+                      threads=torch.get_num_threads())
 
 
 def _module_case(cell, impl, B, T, H, dtype, passname, layers, bidirectional, packed, device):
@@ -183,7 +184,8 @@ def _module_case(cell, impl, B, T, H, dtype, passname, layers, bidirectional, pa
     config = {"cell": cell, "B": B, "T": T, "H": H, "I": I, "dtype": str(dtype).replace("torch.", ""),
               "layers": layers, "bidirectional": bidirectional, "packed": packed, "pass": passname}
     return common.row("rnn", impl, "cudnn", config, t, tb, common.floor_ms(fl, by, device, dtype),
-                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2))
+                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2),
+                      threads=torch.get_num_threads())
 
 
 # --- entry point ----------------------------------------------------------------------------
