@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "common/cell_math.h"
 #include "common/checks.h"
@@ -35,6 +36,42 @@ void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
       begin += j1 - j0;
     }
   });
+}
+
+// B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512, or an
+// undefined tensor where that kernel does not apply (fp64, N not a multiple of 32, no AVX-512):
+// fast_gemm then returns false and the caller uses ATen's GEMM.
+template <typename scalar_t>
+at::Tensor pack_for_gemm(const at::Tensor& B) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t K = B.size(0), N = B.size(1);
+    if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
+      at::Tensor out = at::empty({K * N}, B.options());
+      host::pack_strips(B.data_ptr<float>(), B.stride(0), B.stride(1), K, N, out.data_ptr<float>());
+      return out;
+    }
+  }
+#endif
+  return at::Tensor();
+}
+
+// C[M,N] (+)= A[M,K] B[K,N] with B packed by pack_for_gemm, split over column strips.
+template <typename scalar_t>
+bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const at::Tensor& Bp, scalar_t* C,
+               int64_t ldc, bool accumulate) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!Bp.defined()) return false;
+    const float* b = Bp.data_ptr<float>();
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
+    at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
+      host::gemm_f32_avx512(M, K, A, lda, b, C, ldc, accumulate, s0 * 32, s1 * 32);
+    });
+    return true;
+  }
+#endif
+  return false;
 }
 
 inline int64_t pointwise_grain(int64_t B, int64_t H) {
@@ -101,7 +138,12 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
   // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor Gx = (defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t())).view({T, B, 3 * H});
+  at::Tensor Gx = defined(b_ih) ? b_ih->expand({T * B, 3 * H}).contiguous() : at::empty({T * B, 3 * H}, opts);
+  if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+                           Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih)))
+    Gx = defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  Gx = Gx.view({T, B, 3 * H});
+  at::Tensor whhT = B <= kSmallBatch ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());  // once per call
   at::Tensor y = at::full({T, B, H}, nan, opts);
   at::Tensor HN = at::empty({needs_grad ? T : 1, B, H}, opts);
   at::Tensor Gh = at::empty({B, 3 * H}, opts);
@@ -151,8 +193,13 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       });
     } else {
       // Gh = h_{t-1} W_hh^T + b_hh, then the cell over all B x H units.
-      if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
-      else at::mm_out(Gh, h_prev, w_hh.t());
+      if (bhh) {
+        for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
+      }
+      if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, bhh != nullptr)) {
+        if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
+        else at::mm_out(Gh, h_prev, w_hh.t());
+      }
       for_units(B, H, grain, cell);
     }
   }
@@ -188,6 +235,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   dh_buf[0].copy_(dhT);
   const bool small = B <= kSmallBatch;
   at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();  // [H,3H] for the GEMV
+  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh);  // for dGh_t W_hh
 
   const scalar_t* g_all = G.data_ptr<scalar_t>();
   const scalar_t* hn_all = HN.data_ptr<scalar_t>();
@@ -238,18 +286,37 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
       });
     } else {
       for_units(B, H, grain, cell);
-      dh_prev.addmm_(dGh[t], w_hh);
+      if (!fast_gemm<scalar_t>(B, H, 3 * H, dgh, 3 * H, whh_p, dhp, H, true))
+        dh_prev.addmm_(dGh[t], w_hh);
     }
   }
 
   // Weight and input gradients over all steps at once (masked steps have zero grads).
   at::Tensor dGx2 = dGx.view({T * B, 3 * H});
   at::Tensor dGh2 = dGh.view({T * B, 3 * H});
-  at::Tensor dx = at::mm(dGx2, w_ih).view({T, B, I});
-  at::Tensor dw_ih = at::mm(dGx2.t(), x.reshape({T * B, I}));
-  at::Tensor dw_hh = at::mm(dGh[0].t(), h0);
-  if (T > 1) dw_hh.addmm_(dGh.narrow(0, 1, T - 1).reshape({(T - 1) * B, 3 * H}).t(),
-                          y.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, pack_for_gemm<scalar_t>(w_ih),
+                           dx.data_ptr<scalar_t>(), I, false))
+    dx = at::mm(dGx2, w_ih).view({T, B, I});
+  at::Tensor dw_ih, dw_hh;
+  {
+    // dW_ih = dGx^T X and dW_hh = dGh^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512
+    // GEMM (the grads made row-major once) where it applies, else ATen.
+    at::Tensor x2 = x.reshape({T * B, I});
+    at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H});
+    at::Tensor x_p = pack_for_gemm<scalar_t>(x2);
+    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev) : at::Tensor();
+    if (x_p.defined() && h_p.defined()) {
+      at::Tensor dGxT = dGx2.t().contiguous(), dGhT = dGh2.t().contiguous();
+      dw_ih = at::empty({3 * H, I}, opts);
+      dw_hh = at::empty({3 * H, H}, opts);
+      fast_gemm<scalar_t>(3 * H, I, T * B, dGxT.data_ptr<scalar_t>(), T * B, x_p, dw_ih.data_ptr<scalar_t>(), I, false);
+      fast_gemm<scalar_t>(3 * H, H, T * B, dGhT.data_ptr<scalar_t>(), T * B, h_p, dw_hh.data_ptr<scalar_t>(), H, false);
+    } else {
+      dw_ih = at::mm(dGx2.t(), x2);
+      dw_hh = at::mm(dGh2.t(), hprev);
+    }
+  }
   at::Tensor db_ih = defined(b_ih) ? dGx2.sum(0) : at::Tensor();
   at::Tensor db_hh = defined(b_hh) ? dGh2.sum(0) : at::Tensor();
   at::Tensor dh0 = dh_buf[T % 2].clone();

@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "common/cell_math.h"
 #include "common/checks.h"
@@ -40,6 +41,42 @@ void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
       begin += j1 - j0;
     }
   });
+}
+
+// B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512, or an
+// undefined tensor where that kernel does not apply (fp64, N not a multiple of 32, no AVX-512):
+// fast_gemm then returns false and the caller uses ATen's GEMM.
+template <typename scalar_t>
+at::Tensor pack_for_gemm(const at::Tensor& B) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t K = B.size(0), N = B.size(1);
+    if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
+      at::Tensor out = at::empty({K * N}, B.options());
+      host::pack_strips(B.data_ptr<float>(), B.stride(0), B.stride(1), K, N, out.data_ptr<float>());
+      return out;
+    }
+  }
+#endif
+  return at::Tensor();
+}
+
+// C[M,N] (+)= A[M,K] B[K,N] with B packed by pack_for_gemm, split over column strips.
+template <typename scalar_t>
+bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const at::Tensor& Bp, scalar_t* C,
+               int64_t ldc, bool accumulate) {
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!Bp.defined()) return false;
+    const float* b = Bp.data_ptr<float>();
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
+    at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
+      host::gemm_f32_avx512(M, K, A, lda, b, C, ldc, accumulate, s0 * 32, s1 * 32);
+    });
+    return true;
+  }
+#endif
+  return false;
 }
 
 inline int64_t pointwise_grain(int64_t B, int64_t H) {
@@ -109,14 +146,16 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
   // Input projection for all steps in one GEMM: G = X W_ih^T + (b_ih + b_hh)  [T,B,4H].
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor G;
-  if (defined(b_ih) || defined(b_hh)) {
-    at::Tensor bias = defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh;
-    G = at::addmm(bias, x2, w_ih.t());
-  } else {
-    G = at::mm(x2, w_ih.t());
+  const bool has_bias = defined(b_ih) || defined(b_hh);
+  at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
+  at::Tensor G = has_bias ? bias.expand({T * B, 4 * H}).contiguous() : at::empty({T * B, 4 * H}, opts);
+  if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+                           G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
+    G = has_bias ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
   G = G.view({T, B, 4 * H});
+  // W_hh^T packed once per call for the per-step GEMMs.
+  at::Tensor whhT = (!proj && B <= kSmallBatch) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());
 
   at::Tensor y = at::full({T, B, P}, nan, opts);
   // Cell states: all T kept for the backward, else two buffers used in turn.
@@ -177,7 +216,8 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       });
     } else {
       // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
-      G[t].addmm_(h_prev, w_hh.t());
+      if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT, gt, 4 * H, true))
+        G[t].addmm_(h_prev, w_hh.t());
       for_units(B, H, grain, cell);
     }
 
@@ -237,6 +277,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // W_hh^T packed once so the small-batch GEMV dh_{t-1} = dG_t W_hh reads contiguous rows.
   const bool small = !proj && B <= kSmallBatch;
   at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();
+  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh);  // for dh_{t-1} = dG_t W_hh
 
   const scalar_t* g_all = G.data_ptr<scalar_t>();
   const scalar_t* c_all = cs.data_ptr<scalar_t>();
@@ -293,7 +334,8 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
       });
     } else {
       for_units(B, H, grain, cell);
-      at::mm_out(dh_prev, dG[t], w_hh);
+      if (!fast_gemm<scalar_t>(B, P, 4 * H, dgt, 4 * H, whh_p, dhp, P, false))
+        at::mm_out(dh_prev, dG[t], w_hh);
       if (masked) {
         for (int64_t b = 0; b < B; ++b)
           if (t >= len[b]) std::copy(dhn + b * P, dhn + (b + 1) * P, dhp + b * P);
@@ -305,11 +347,28 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // (masking only starts after a sequence's end) and masked steps have dG = 0, so y works.
   at::Tensor dG2 = dG.view({T * B, 4 * H});
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor dx = at::mm(dG2, w_ih).view({T, B, I});
-  at::Tensor dw_ih = at::mm(dG2.t(), x2);
-  at::Tensor dw_hh = at::mm(dG[0].t(), h0);
-  if (T > 1) dw_hh.addmm_(dG.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
-                          y.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}));
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, pack_for_gemm<scalar_t>(w_ih),
+                           dx.data_ptr<scalar_t>(), I, false))
+    dx = at::mm(dG2, w_ih).view({T, B, I});
+  at::Tensor dw_ih, dw_hh;
+  {
+    // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
+    // (dG^T made row-major once) where it applies, else ATen.
+    at::Tensor x_p = pack_for_gemm<scalar_t>(x2);
+    at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P});
+    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev) : at::Tensor();
+    if (x_p.defined() && h_p.defined()) {
+      at::Tensor dGT = dG2.t().contiguous();
+      dw_ih = at::empty({4 * H, I}, opts);
+      dw_hh = at::empty({4 * H, P}, opts);
+      fast_gemm<scalar_t>(4 * H, I, T * B, dGT.data_ptr<scalar_t>(), T * B, x_p, dw_ih.data_ptr<scalar_t>(), I, false);
+      fast_gemm<scalar_t>(4 * H, P, T * B, dGT.data_ptr<scalar_t>(), T * B, h_p, dw_hh.data_ptr<scalar_t>(), P, false);
+    } else {
+      dw_ih = at::mm(dG2.t(), x2);
+      dw_hh = at::mm(dG2.t(), hprev);
+    }
+  }
   at::Tensor db = (defined(b_ih) || defined(b_hh)) ? dG2.sum(0) : at::Tensor();
   at::Tensor db_ih = defined(b_ih) ? db : at::Tensor();
   at::Tensor db_hh = defined(b_hh) ? (defined(b_ih) ? db.clone() : db) : at::Tensor();

@@ -38,6 +38,9 @@ def add_args(p) -> None:
     p.add_argument("--no-modules", action="store_true",
                    help="GPU: skip the 2-layer bidirectional and packed module rows")
     p.add_argument("--plot", metavar="FILE.png", help="plot speedup over the baseline vs batch size")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for both sides (default: torch's choice); 1 gives steadier "
+                        "ratios on a machine shared with other jobs")
 
 
 # --- FLOPs and bytes for the physical floor ------------------------------------------------
@@ -133,7 +136,8 @@ def _single_layer(cell, impl, B, T, H, dtype, passname, device, baseline):
     config = {"cell": cell, "B": B, "T": T, "H": H, "I": I, "dtype": str(dtype).replace("torch.", ""),
               "layers": 1, "bidirectional": False, "packed": False, "pass": passname}
     return common.row("rnn", impl, baseline, config, t, tb, common.floor_ms(fl, by, device, dtype),
-                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2))
+                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2),
+                      threads=torch.get_num_threads())
 
 
 def _module_case(cell, impl, B, T, H, dtype, passname, layers, bidirectional, packed, device):
@@ -180,7 +184,8 @@ def _module_case(cell, impl, B, T, H, dtype, passname, layers, bidirectional, pa
     config = {"cell": cell, "B": B, "T": T, "H": H, "I": I, "dtype": str(dtype).replace("torch.", ""),
               "layers": layers, "bidirectional": bidirectional, "packed": packed, "pass": passname}
     return common.row("rnn", impl, "cudnn", config, t, tb, common.floor_ms(fl, by, device, dtype),
-                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2))
+                      us_per_step=round(t[0] * 1e3 / T, 2), baseline_us_per_step=round(tb[0] * 1e3 / T, 2),
+                      threads=torch.get_num_threads())
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -198,6 +203,8 @@ def run(args) -> List[dict]:
     for p in passes:
         if p not in ("fwd", "fwd+bwd"):
             raise SystemExit(f"--pass takes fwd,fwd+bwd; got {p!r}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows: List[dict] = []
     if args.device == "cpu":
         impls = _split(args.impl or "cpu")

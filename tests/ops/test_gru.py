@@ -74,6 +74,9 @@ CASES = [
     pytest.param(5, 3, 4, 6, True, None, True, id="T5-B3-H6-reverse"),
     pytest.param(6, 3, 4, 10, True, [4, 6, 1], True, id="T6-B3-H10-ragged-reverse"),
     pytest.param(5, 6, 3, 8, False, [5, 2, 4, 1, 5, 3], True, id="T5-B6-H8-ragged-reverse-nobias"),
+    # widths that are multiples of 32 take the fp32 AVX-512 GEMM (with leftover rows at B=5/6)
+    pytest.param(3, 5, 32, 32, True, [3, 2, 3, 1, 3], False, id="T3-B5-I32-H32-ragged"),
+    pytest.param(3, 6, 32, 32, False, None, True, id="T3-B6-I32-H32-nobias-reverse"),
 ]
 CPU_ONLY = [
     pytest.param(3, 2, 7, 500, True, None, False, id="T3-B2-I7-H500"),

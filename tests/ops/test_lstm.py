@@ -84,6 +84,9 @@ CASES = [
     pytest.param(6, 3, 4, 10, 0, True, [4, 6, 1], True, id="T6-B3-H10-ragged-reverse"),
     pytest.param(5, 6, 3, 8, 5, True, [5, 2, 4, 1, 5, 3], True, id="T5-B6-H8-proj5-ragged-reverse"),
     pytest.param(5, 2, 3, 8, 3, False, [2, 5], False, id="T5-B2-H8-proj3-ragged-nobias"),
+    # widths that are multiples of 32 take the fp32 AVX-512 GEMM (with leftover rows at B=5/6)
+    pytest.param(3, 5, 32, 32, 0, True, [3, 2, 3, 1, 3], False, id="T3-B5-I32-H32-ragged"),
+    pytest.param(3, 6, 32, 16, 0, False, None, True, id="T3-B6-I32-H16-nobias-reverse"),
 ]
 # Only for the cpu backend: the Triton interpreter is too slow at this size.
 CPU_ONLY = [
