@@ -12,10 +12,9 @@ size (2 x hidden per direction), H decoder hidden size, V vocabulary size.
 """
 from __future__ import annotations
 
-import math
 from collections import namedtuple
-from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -397,6 +396,3 @@ class UNMT(nn.Module):
         return torch_greedy_decode(self.encoder, dec, src, src_len, BOS, EOS, max_len_a=max_len_a,
                                    max_len_b=max_len_b)
 
-
-def model_meta(cfg: ModelConfig) -> dict:
-    return asdict(cfg)

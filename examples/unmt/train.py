@@ -16,8 +16,6 @@ identical; rank 0 alone writes files.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import time
@@ -27,7 +25,7 @@ from typing import Dict, List, Optional
 import torch
 
 from model import IMPLS, UNMT, ModelConfig
-from nmt_utils import (NUM_SPECIAL, default_work, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
+from nmt_utils import (default_work, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
                        rng_state, set_rng_state, write_json)
 
 

@@ -1,7 +1,6 @@
 """Loading a trained model, translating text, and scoring it (`translate` and `evaluate`)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import List, Optional, Sequence
