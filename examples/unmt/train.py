@@ -147,7 +147,7 @@ class Dist:
     def sum(self, x: float) -> float:
         if self.world == 1:
             return x
-        t = torch.tensor([x], dtype=torch.float64)
+        t = torch.tensor([x], dtype=torch.float64, device=self.device)   # NCCL takes CUDA tensors only
         self.dist.all_reduce(t)
         return float(t)
 
