@@ -397,7 +397,8 @@ class Trainer:
             if out_of_time:
                 break
         bar.close()
-        if self.dist.main and not os.path.exists(os.path.join(cfg.model_dir, "model.pt")):
+        # without dev evaluations there is no selection: model.pt is the last weights
+        if self.dist.main and (not self.dev_history or not os.path.exists(os.path.join(cfg.model_dir, "model.pt"))):
             atomic_torch_save(self._model_blob(), os.path.join(cfg.model_dir, "model.pt"))
         return self.history
 

@@ -212,6 +212,10 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_losses(work, tmp_path)
     assert [h["step"] for h in full] == [2, 4, 6]
     assert hist == full
     assert full[0] != full[-1]
+    # resuming a finished run for more steps: without dev evaluations model.pt is the last weights
+    more = T.Trainer(tiny_config(work, str(tmp_path / "a"), "--steps", "7", "--save-every", "3"), log=lambda *a: None)
+    more.fit(resume=True, progress=False)
+    assert torch.load(os.path.join(str(tmp_path / "a"), "model.pt"), weights_only=False)["step"] == 7
 
 
 def test_variants_build_their_objectives(work, tmp_path):
