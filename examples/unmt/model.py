@@ -12,10 +12,9 @@ size (2 x hidden per direction), H decoder hidden size, V vocabulary size.
 """
 from __future__ import annotations
 
-import math
 from collections import namedtuple
-from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -344,7 +343,8 @@ class UNMT(nn.Module):
     """Shared encoder + one decoder per language. Ids: encoder joint, decoders local (nmt_utils)."""
 
     def __init__(self, cfg: ModelConfig, langs: List[str], enc_vocab: int, dec_vocabs: Dict[str, int],
-                 embed_dim: int, impl: str = "fastrnn", enc_embeddings=None, dec_embeddings=None):
+                 embed_dim: int, impl: str = "fastrnn", enc_embeddings=None, dec_embeddings=None,
+                 backend=None):
         super().__init__()
         cfg.validate()
         if impl not in IMPLS:
@@ -353,19 +353,21 @@ class UNMT(nn.Module):
         if impl == "fastrnn":
             fr = _fastrnn_blocks()
             Enc, Dec = fr.Encoder, fr.AttentionDecoder
+            kw = {"backend": backend}         # a fastrnn backend name, or None for its default order
         else:
             Enc, Dec = TorchEncoder, TorchAttentionDecoder
+            kw = {}
         dirs = 2 if cfg.bidirectional else 1
         self.encoder = Enc(enc_vocab, embed_dim, cfg.hidden // dirs, num_layers=cfg.layers, cell=cfg.cell,
                            bidirectional=cfg.bidirectional, dropout=cfg.dropout, padding_idx=PAD,
                            embeddings=enc_embeddings, freeze_embeddings=cfg.freeze_embeddings,
-                           num_special=NUM_SPECIAL, dec_hidden_size=cfg.hidden, dec_num_layers=cfg.layers)
+                           num_special=NUM_SPECIAL, dec_hidden_size=cfg.hidden, dec_num_layers=cfg.layers, **kw)
         att = None if cfg.attention == "none" else cfg.attention
         self.decoders = nn.ModuleDict({
             lang: Dec(dec_vocabs[lang], embed_dim, cfg.hidden, cfg.hidden, num_layers=cfg.layers, cell=cfg.cell,
                       attention=att, input_feeding=cfg.input_feeding, dropout=cfg.dropout,
                       embeddings=None if dec_embeddings is None else dec_embeddings[lang],
-                      freeze_embeddings=cfg.freeze_embeddings, num_special=NUM_SPECIAL, padding_idx=PAD)
+                      freeze_embeddings=cfg.freeze_embeddings, num_special=NUM_SPECIAL, padding_idx=PAD, **kw)
             for lang in self.langs})
 
     def loss(self, src, src_len, tgt_lang, tgt, tgt_len):
@@ -397,6 +399,3 @@ class UNMT(nn.Module):
         return torch_greedy_decode(self.encoder, dec, src, src_len, BOS, EOS, max_len_a=max_len_a,
                                    max_len_b=max_len_b)
 
-
-def model_meta(cfg: ModelConfig) -> dict:
-    return asdict(cfg)

@@ -16,8 +16,6 @@ identical; rank 0 alone writes files.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import time
@@ -27,7 +25,7 @@ from typing import Dict, List, Optional
 import torch
 
 from model import IMPLS, UNMT, ModelConfig
-from nmt_utils import (NUM_SPECIAL, default_work, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
+from nmt_utils import (default_work, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
                        rng_state, set_rng_state, write_json)
 
 
@@ -41,6 +39,7 @@ class TrainConfig:
     work: str = ""
     model_dir: str = ""
     impl: str = "fastrnn"
+    backend: Optional[str] = None   # fastrnn backend (cuda|triton|cpu|reference); None: fastrnn picks
     device: str = "auto"
     steps: int = 1000
     max_time: float = 0.0           # seconds; 0 = no limit (stops at a step boundary, after a checkpoint)
@@ -149,7 +148,7 @@ class Dist:
     def sum(self, x: float) -> float:
         if self.world == 1:
             return x
-        t = torch.tensor([x], dtype=torch.float64)
+        t = torch.tensor([x], dtype=torch.float64, device=self.device)   # NCCL takes CUDA tensors only
         self.dist.all_reduce(t)
         return float(t)
 
@@ -207,7 +206,8 @@ class Trainer:
         self.mcfg = ModelConfig(**cfg.model).validate()
         torch.manual_seed(cfg.seed)           # identical initial weights on every rank
         self.model = UNMT(self.mcfg, [src, tgt], joint.shape[0], {v.lang: len(v) for v in vocab_list},
-                          joint.shape[1], cfg.impl, joint, dict(zip((src, tgt), lang_embs))).to(self.device)
+                          joint.shape[1], cfg.impl, joint, dict(zip((src, tgt), lang_embs)),
+                          backend=cfg.backend).to(self.device)
         self.dist.broadcast_params(self.model)
         self.embed_dim = joint.shape[1]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -397,7 +397,8 @@ class Trainer:
             if out_of_time:
                 break
         bar.close()
-        if self.dist.main and not os.path.exists(os.path.join(cfg.model_dir, "model.pt")):
+        # without dev evaluations there is no selection: model.pt is the last weights
+        if self.dist.main and (not self.dev_history or not os.path.exists(os.path.join(cfg.model_dir, "model.pt"))):
             atomic_torch_save(self._model_blob(), os.path.join(cfg.model_dir, "model.pt"))
         return self.history
 
@@ -408,7 +409,7 @@ def config_from_args(args) -> TrainConfig:
     pair = args.pair
     work = args.work or default_work(pair)
     parallel = -1 if str(args.parallel or args.supervised or "0") == "all" else int(args.parallel or args.supervised or 0)
-    cfg = TrainConfig(pair=pair, work=work, impl=args.impl, device=args.device, steps=args.steps,
+    cfg = TrainConfig(pair=pair, work=work, impl=args.impl, backend=args.backend, device=args.device, steps=args.steps,
                       max_time=args.max_time, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
                       max_len=args.max_len, max_vocab=args.max_vocab, seed=args.seed,
                       backtranslation=not args.no_backtranslation, bpe=args.bpe, parallel=parallel,
@@ -464,6 +465,8 @@ def add_args(sub):
     p.add_argument("--impl", choices=IMPLS, default="fastrnn",
                    help="fastrnn blocks, or the same model from torch.nn modules (the speed baseline)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--backend", default=None,
+                   help="fastrnn backend for --impl fastrnn (cuda, triton, cpu, reference); default: fastrnn picks")
     p.add_argument("--steps", type=int, default=1000, help="steps; each is one mini-batch per objective")
     p.add_argument("--max-time", type=float, default=0.0, help="stop after this many seconds of training")
     p.add_argument("--batch-size", type=int, default=50)

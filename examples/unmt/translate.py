@@ -1,7 +1,6 @@
 """Loading a trained model, translating text, and scoring it (`translate` and `evaluate`)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import List, Optional, Sequence
@@ -19,19 +18,20 @@ def model_path(model_dir: str) -> str:
     return path
 
 
-def build_from_saved(obj, impl: Optional[str] = None, device="cpu"):
+def build_from_saved(obj, impl: Optional[str] = None, device="cpu", backend: Optional[str] = None):
     vocabs = [Vocab.from_state(s) for s in obj["vocabs"]]
     cfg = ModelConfig(**obj["model_config"])
     impl = impl or obj["impl"]
     enc_vocab = NUM_SPECIAL + sum(len(v.words) for v in vocabs)
-    model = UNMT(cfg, [v.lang for v in vocabs], enc_vocab, {v.lang: len(v) for v in vocabs}, obj["embed_dim"], impl)
+    model = UNMT(cfg, [v.lang for v in vocabs], enc_vocab, {v.lang: len(v) for v in vocabs}, obj["embed_dim"], impl,
+                 backend=backend)
     return model.to(device), {v.lang: v for v in vocabs}
 
 
-def load_model(model_dir: str, impl: Optional[str] = None, device="cpu"):
+def load_model(model_dir: str, impl: Optional[str] = None, device="cpu", backend: Optional[str] = None):
     """-> (UNMT in eval mode, {lang: Vocab}, the saved metadata)."""
     obj = torch.load(model_path(model_dir), map_location=device, weights_only=False)
-    model, vocabs = build_from_saved(obj, impl, device)
+    model, vocabs = build_from_saved(obj, impl, device, backend)
     model.load_state_dict(obj["state_dict"])
     model.eval()
     return model, vocabs, obj
@@ -105,7 +105,7 @@ def evaluate_split(model, vocabs, work: str, src: str, tgt: str, split: str = "t
 # ----------------------------------------------------------------------------- commands
 
 def cmd_translate(args) -> int:
-    model, vocabs, _ = load_model(args.model, args.impl, args.device)
+    model, vocabs, _ = load_model(args.model, args.impl, args.device, args.backend)
     for lang in (args.src, args.tgt):
         if lang not in vocabs:
             raise SystemExit(f"--src/--tgt must be among the model's languages {sorted(vocabs)}, got {lang!r}")
@@ -121,7 +121,7 @@ def cmd_evaluate(args) -> int:
     from nmt_utils import atomic_write
     results = []
     for model_dir in args.model:
-        model, vocabs, obj = load_model(model_dir, args.impl, args.device)
+        model, vocabs, obj = load_model(model_dir, args.impl, args.device, args.backend)
         work = args.work or obj["train_config"]["work"]
         langs = list(vocabs)
         for src, tgt in ((langs[0], langs[1]), (langs[1], langs[0])):
@@ -144,6 +144,7 @@ def add_args(sub):
     p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     p.add_argument("--impl", choices=("fastrnn", "torch"), default=None, help="default: as trained")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default=None, help="fastrnn backend (default: fastrnn picks)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("evaluate", help="sacrebleu BLEU and chrF on the test set, both directions of each model")
@@ -153,4 +154,5 @@ def add_args(sub):
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--impl", choices=("fastrnn", "torch"), default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default=None, help="fastrnn backend (default: fastrnn picks)")
     p.set_defaults(func=cmd_evaluate)
