@@ -201,7 +201,8 @@ def embed(pair: str, work: Path, args) -> None:
         init_s = time.perf_counter() - t
         xw, zw, (si, ti), history = mapping.self_learning(
             x, z, *init, cutoff=args.cutoff, early_cutoff=args.early_cutoff,
-            csls_k=args.csls_k, patience=args.patience, max_iter=args.max_iter, seed=args.seed)
+            csls_k=args.csls_k, patience=args.patience, threshold=args.threshold,
+            max_iter=args.max_iter, seed=args.seed)
         map_s, map_cpu = time.perf_counter() - t, time.process_time() - cpu
         save_torch(mapped[0], {"words": sw, "vectors": xw.cpu()})
         save_torch(mapped[1], {"words": tw, "vectors": zw.cpu()})

@@ -180,7 +180,7 @@ def refine(x: torch.Tensor, z: torch.Tensor, src_idx, trg_idx, reweight: float =
 
 def self_learning(x: torch.Tensor, z: torch.Tensor, src_idx, trg_idx, cutoff: int = 20000,
                   early_cutoff: int = 5000, csls_k: int = 10, keep_prob: float = 0.1,
-                  patience: int = 5, threshold: float = 1e-6, max_iter: int = 500,
+                  patience: int = 5, threshold: float = 1e-4, max_iter: int = 500,
                   seed: int = 0, log=None):
     """Self-learning loop from an initial dictionary. x, z are normalised [V, d] tensors.
 

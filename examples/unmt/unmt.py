@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csls-k", type=int, default=10)
     p.add_argument("--patience", type=int, default=5, help="iterations without objective "
                    "gain before the keep probability doubles (VecMap: 50)")
+    p.add_argument("--threshold", type=float, default=1e-4, help="smallest objective gain "
+                   "that counts as progress (VecMap: 1e-6, which lets the deterministic "
+                   "phase creep on for dozens of iterations)")
     p.add_argument("--max-iter", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dict", default=None, help="bilingual dictionary for BLI (default: the "
