@@ -74,8 +74,15 @@ bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, 
   return false;
 }
 
+// Units (or outputs) per task of a small-batch GEMV costing `macs` per item: enough work
+// per task (~256K MACs) that the fork/join is cheap and a machine shared with other jobs does not
+// leave a thread waiting on a descheduled one every step.
+inline int64_t gemv_grain(int64_t macs) {
+  return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(1, macs));
+}
+
 inline int64_t pointwise_grain(int64_t B, int64_t H) {
-  return std::max<int64_t>(256, B * H / (4 * at::get_num_threads()));
+  return std::max<int64_t>(4096, B * H / (4 * at::get_num_threads()));
 }
 
 // Cell forward over units [j0, j1) of one live row: g holds the x-side pre-activations r|z|n and
@@ -181,7 +188,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
     if (small) {
       // Fused GEMV + cell: each thread owns hidden units [j0, j1) of the 3 gates for all rows.
-      at::parallel_for(0, H, 16, [&](int64_t j0, int64_t j1) {
+      at::parallel_for(0, H, gemv_grain(3 * H * B), [&](int64_t j0, int64_t j1) {
         for (int64_t b = 0; b < B; ++b) {
           const scalar_t* hb = hp + b * H;
           scalar_t* a = gh + b * 3 * H;
@@ -275,10 +282,10 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
     };
 
     if (small) {
-      for_units(B, H, 64, cell);
+      for_units(B, H, 4096, cell);
       // dh_{t-1}[b,p] += sum_k dGh_t[b,k] W_hh[k,p], as dot products over packed W_hh^T rows.
       const scalar_t* wt = whhT.data_ptr<scalar_t>();
-      at::parallel_for(0, H, 16, [&](int64_t p0, int64_t p1) {
+      at::parallel_for(0, H, gemv_grain(3 * H * B), [&](int64_t p0, int64_t p1) {
         for (int64_t b = 0; b < B; ++b) {
           if (masked && t >= len[b]) continue;
           for (int64_t p = p0; p < p1; ++p) dhp[b * H + p] += host::dot(wt + p * 3 * H, dgh + b * 3 * H, 3 * H);

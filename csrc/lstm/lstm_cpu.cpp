@@ -79,9 +79,16 @@ bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, 
   return false;
 }
 
+// Units (or outputs) per task of a small-batch GEMV costing `macs` per item: enough work
+// per task (~256K MACs) that the fork/join is cheap and a machine shared with other jobs does not
+// leave a thread waiting on a descheduled one every step.
+inline int64_t gemv_grain(int64_t macs) {
+  return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(1, macs));
+}
+
 inline int64_t pointwise_grain(int64_t B, int64_t H) {
   // Enough units per task to amortize the fork, few enough to split across the threads.
-  return std::max<int64_t>(256, B * H / (4 * at::get_num_threads()));
+  return std::max<int64_t>(4096, B * H / (4 * at::get_num_threads()));
 }
 
 // Cell forward over units [j0, j1) of one live row: g holds the pre-activations i|f|g|o (row
@@ -205,7 +212,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
     if (small) {
       // Fused GEMV + cell: each thread owns hidden units [j0, j1) of every gate for all rows.
-      at::parallel_for(0, H, 16, [&](int64_t j0, int64_t j1) {
+      at::parallel_for(0, H, gemv_grain(4 * P * B), [&](int64_t j0, int64_t j1) {
         for (int64_t b = 0; b < B; ++b) {
           scalar_t* g = gt + b * 4 * H;
           const scalar_t* hb = hp + b * P;
@@ -322,10 +329,10 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
     };
 
     if (small) {
-      for_units(B, H, 64, cell);
+      for_units(B, H, 4096, cell);
       // dh_{t-1}[b,p] = sum_k dG_t[b,k] W_hh[k,p] as dot products over packed W_hh^T rows.
       const scalar_t* wt = whhT.data_ptr<scalar_t>();
-      at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
+      at::parallel_for(0, P, gemv_grain(4 * H * B), [&](int64_t p0, int64_t p1) {
         for (int64_t b = 0; b < B; ++b) {
           const bool live = !masked || t < len[b];
           for (int64_t p = p0; p < p1; ++p)
