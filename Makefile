@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (README.md):
 #   make test   venv + install + build (CPU and CUDA code) + pytest
-#   make demo   the main job (see README)
+#   make demo   the main job: the translation example's demo (README)
 PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
@@ -38,8 +38,10 @@ test-all: build
 bench: build
 	$(VPY) -m fastrnn.bench rnn --device cpu
 
+# The main job: unsupervised NMT demo (de-en: prepare, embed, baseline, short training, table,
+# translations, attention heatmap) under runs/demo/. About 30 minutes on 2 cores.
 demo: build
-	$(VPY) -m fastrnn.bench rnn --device cpu
+	$(VPY) examples/unmt/unmt.py reproduce --preset demo
 
 clean:
 	rm -rf build *.egg-info fastrnn/_C*.so
