@@ -24,14 +24,18 @@ class Kernel:
     """A kernel backend: fwd/bwd callables plus the dtypes it takes and an optional extra check."""
 
     def __init__(self, name: str, fwd: Callable, bwd: Callable, dtypes: Iterable[torch.dtype],
-                 extra_check: Optional[Callable[..., Optional[str]]] = None):
+                 extra_check: Optional[Callable[..., Optional[str]]] = None,
+                 requires: Optional[str] = None):
         self.name = name
+        self.requires = requires  # a function fastrnn._C must export (an older build may lack it)
         self.fwd = fwd
         self.bwd = bwd
         self.dtypes = tuple(dtypes)
         self.extra_check = extra_check
 
     def check(self, *, dtype: torch.dtype, **call) -> Optional[str]:
+        if self.requires and not hasattr(c_ext(), self.requires):
+            return f"fastrnn._C has no {self.requires} (an older build: rebuild with `make build`)"
         if dtype not in self.dtypes:
             names = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
             return f"dtype {str(dtype).replace('torch.', '')} not supported (takes {names})"
@@ -91,3 +95,30 @@ def reverse_padded(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Te
     idx = torch.where(t < L, L - 1 - t, t)                           # [T,B]
     idx = idx.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(0, idx)
+
+
+class LazyTriton:
+    """The triton backend of a family, importing fastrnn/ops/<family>/triton.py on first use:
+    triton is optional, and TRITON_INTERPRET must be set before its kernels are defined."""
+
+    name = "triton"
+
+    def __init__(self, family: str):
+        self.family = family
+        self._mod = None
+
+    def _impl(self):
+        if self._mod is None:
+            import importlib
+
+            self._mod = importlib.import_module(f"fastrnn.ops.{self.family}.triton")
+        return self._mod
+
+    def check(self, **call) -> Optional[str]:
+        return self._impl().check(**call)
+
+    def fwd(self, *args):
+        return getattr(self._impl(), f"{self.family}_fwd")(*args)
+
+    def bwd(self, *args):
+        return getattr(self._impl(), f"{self.family}_bwd")(*args)

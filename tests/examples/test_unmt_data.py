@@ -22,13 +22,6 @@ HELD_OUT = {marker(k) for k in verse_keys() if k[0] in (41, 42, 44)}
 MARK = re.compile(r"zz\d+x\d+x\d+")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread avoids OpenMP contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def markers_in(path) -> set[str]:

@@ -12,13 +12,6 @@ PAD, BOS, EOS = 0, 1, 2
 V = 17
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: intra-op threads only add barrier waits (seconds on a busy machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _models(cell="gru", attention="additive", eos_bias=0.0, seed=0, dtype=torch.float32):

@@ -10,14 +10,6 @@ V, E = 23, 6
 PAD = 0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The models here are tiny: intra-op threads only add barrier waits, which on a busy
-    # machine cost seconds per test. Restored afterwards for the other test files.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _models(cell="gru", attention="general", input_feeding=True, enc_layers=2, dec_layers=2,

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from fastrnn import backends
-from fastrnn.ops._common import Kernel, Reference, c_ext, check_tensor
+from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_tensor
 from fastrnn.ops.attention import naive
 from fastrnn.ops.attention.function import AttentionFunction
 from fastrnn.ops.attention.naive import KINDS
@@ -50,31 +50,14 @@ def _cuda_check(dtype, B, Tq, Tk, D, Dv, **call):
     return None
 
 
-def _triton_impl():
-    from fastrnn.ops.attention import triton as attn_triton  # lazily: triton is optional
-
-    return attn_triton
-
-
-class _Triton:
-    name = "triton"
-
-    def check(self, **call):
-        return _triton_impl().check(**call)
-
-    def fwd(self, *args):
-        return _triton_impl().attention_fwd(*args)
-
-    def bwd(self, *args):
-        return _triton_impl().attention_bwd(*args)
 
 
 IMPLS = {
     "cpu": Kernel("cpu", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float64),
-                  lambda dtype, **call: _nonempty(**call)),
+                  lambda dtype, **call: _nonempty(**call), requires="attention_fwd"),
     "cuda": Kernel("cuda", _cpp_fwd, _cpp_bwd,
-                   (torch.float32, torch.float16, torch.bfloat16, torch.float64), _cuda_check),
-    "triton": _Triton(),
+                   (torch.float32, torch.float16, torch.bfloat16, torch.float64), _cuda_check, requires="attention_fwd"),
+    "triton": LazyTriton("attention"),
     "reference": Reference(),
 }
 

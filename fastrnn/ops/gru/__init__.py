@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from fastrnn import backends
-from fastrnn.ops._common import Kernel, Reference, c_ext, check_lengths, check_tensor, reverse_padded
+from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_lengths, check_tensor, reverse_padded
 from fastrnn.ops.gru import naive
 from fastrnn.ops.gru.function import GRUFunction
 
@@ -23,29 +23,12 @@ def _cpp_bwd(dy, dhT, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, y, saved):
     return c_ext().gru_bwd(dy, dhT, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, y, list(saved))
 
 
-def _triton_impl():
-    from fastrnn.ops.gru import triton as gru_triton  # imported lazily: triton is optional
-
-    return gru_triton
-
-
-class _Triton:
-    name = "triton"
-
-    def check(self, **call):
-        return _triton_impl().check(**call)
-
-    def fwd(self, *args):
-        return _triton_impl().gru_fwd(*args)
-
-    def bwd(self, *args):
-        return _triton_impl().gru_bwd(*args)
 
 
 IMPLS = {
-    "cpu": Kernel("cpu", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float64)),
-    "cuda": Kernel("cuda", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float16, torch.bfloat16, torch.float64)),
-    "triton": _Triton(),
+    "cpu": Kernel("cpu", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float64), requires="gru_fwd"),
+    "cuda": Kernel("cuda", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float16, torch.bfloat16, torch.float64), requires="gru_fwd"),
+    "triton": LazyTriton("gru"),
     "reference": Reference(),
 }
 

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from fastrnn import backends
-from fastrnn.ops._common import Kernel, Reference, c_ext, check_lengths, check_tensor, reverse_padded
+from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_lengths, check_tensor, reverse_padded
 from fastrnn.ops.lstm import naive
 from fastrnn.ops.lstm.function import LSTMFunction
 
@@ -25,29 +25,12 @@ def _cpp_bwd(dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, 
     return c_ext().lstm_bwd(dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, list(saved))
 
 
-def _triton_impl():
-    from fastrnn.ops.lstm import triton as lstm_triton  # imported lazily: triton is optional
-
-    return lstm_triton
-
-
-class _Triton:
-    name = "triton"
-
-    def check(self, **call):
-        return _triton_impl().check(**call)
-
-    def fwd(self, *args):
-        return _triton_impl().lstm_fwd(*args)
-
-    def bwd(self, *args):
-        return _triton_impl().lstm_bwd(*args)
 
 
 IMPLS = {
-    "cpu": Kernel("cpu", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float64)),
-    "cuda": Kernel("cuda", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float16, torch.bfloat16, torch.float64)),
-    "triton": _Triton(),
+    "cpu": Kernel("cpu", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float64), requires="lstm_fwd"),
+    "cuda": Kernel("cuda", _cpp_fwd, _cpp_bwd, (torch.float32, torch.float16, torch.bfloat16, torch.float64), requires="lstm_fwd"),
+    "triton": LazyTriton("lstm"),
     "reference": Reference(),
 }
 
