@@ -19,71 +19,14 @@
 
 #include "common/cell_math.h"
 #include "common/checks.h"
+#include "common/cpu_kernels.h"
 #include "gru/gru.h"
 
 namespace fastrnn {
 namespace {
 
-constexpr int64_t kSmallBatch = 4;
+using namespace cpu;  // shared helpers (common/cpu_kernels.h)
 
-template <typename F>
-void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
-  at::parallel_for(0, B * H, grain, [&](int64_t begin, int64_t end) {
-    while (begin < end) {
-      const int64_t b = begin / H, j0 = begin % H;
-      const int64_t j1 = std::min(H, j0 + (end - begin));
-      fn(b, j0, j1);
-      begin += j1 - j0;
-    }
-  });
-}
-
-// B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512, or an
-// undefined tensor where that kernel does not apply (fp64, N not a multiple of 32, no AVX-512):
-// fast_gemm then returns false and the caller uses ATen's GEMM.
-template <typename scalar_t>
-at::Tensor pack_for_gemm(const at::Tensor& B) {
-#if defined(FASTRNN_HAS_AVX512_GEMM)
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    const int64_t K = B.size(0), N = B.size(1);
-    if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
-      at::Tensor out = at::empty({K * N}, B.options());
-      host::pack_strips(B.data_ptr<float>(), B.stride(0), B.stride(1), K, N, out.data_ptr<float>());
-      return out;
-    }
-  }
-#endif
-  return at::Tensor();
-}
-
-// C[M,N] (+)= A[M,K] B[K,N] with B packed by pack_for_gemm, split over column strips.
-template <typename scalar_t>
-bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const at::Tensor& Bp, scalar_t* C,
-               int64_t ldc, bool accumulate) {
-#if defined(FASTRNN_HAS_AVX512_GEMM)
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (!Bp.defined()) return false;
-    const float* b = Bp.data_ptr<float>();
-    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
-    at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
-      host::gemm_f32_avx512(M, K, A, lda, b, C, ldc, accumulate, s0 * 32, s1 * 32);
-    });
-    return true;
-  }
-#endif
-  return false;
-}
-
-// Units (or outputs) per task of a small-batch GEMV costing `macs` per item: enough work
-// per task (~256K MACs) that the fork/join is cheap and a machine shared with other jobs does not
-// leave a thread waiting on a descheduled one every step.
-inline int64_t gemv_grain(int64_t macs) {
-  return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(1, macs));
-}
-
-inline int64_t pointwise_grain(int64_t B, int64_t H) {
-  return std::max<int64_t>(4096, B * H / (4 * at::get_num_threads()));
-}
 
 // Cell forward over units [j0, j1) of one live row: g holds the x-side pre-activations r|z|n and
 // receives the activated r|z|n; a holds the h-side ones (with b_hh); keeps hn, writes h_t.
