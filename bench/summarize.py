@@ -110,6 +110,7 @@ def main(argv=None):
     ap.add_argument("-o", "--output", help="write the markdown here (e.g. bench/results/rnn.md)")
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--ptxas", metavar="LOG", help="summarize a -Xptxas=-v build log instead")
+    ap.add_argument("--plot", metavar="PNG", help="also draw the rnn rows' speedup over the baseline vs B")
     args = ap.parse_args(argv)
     if args.ptxas:
         with open(args.ptxas, errors="replace") as f:
@@ -122,6 +123,13 @@ def main(argv=None):
             with open(path) as f:
                 parts.append(table(json.load(f), args.max_rows))
         md = "\n\n".join(parts)
+        if args.plot:
+            from fastrnn.bench.rnn import plot
+            rows = []
+            for path in args.json:
+                with open(path) as f:
+                    rows += [r for r in json.load(f)["rows"] if r.get("bench") == "rnn"]
+            plot(rows, args.plot)
     if args.output:
         with open(args.output, "w") as f:
             f.write(md + "\n")

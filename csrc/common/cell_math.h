@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #if !defined(__CUDACC__)
-#include <bit>
+#include <cstring>
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define FASTRNN_HAS_AVX512_GEMM 1
@@ -102,6 +102,18 @@ FASTRNN_HD void gru_cell_bwd(T r, T z, T n, T hn, T h_prev, T dh, T& dxr, T& dxz
 namespace host {
 
 // exp for fp32 without a libm call, so loops over units vectorize: 2^n * p(r) with
+// std::bit_cast without C++20 (torch builds extensions as C++17 up to 2.13, C++20 from 2.14):
+// the same builtin that std::bit_cast is made of, so the loops that call it still vectorize.
+inline float bits_to_float(int32_t b) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_bit_cast(float, b);
+#else
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+#endif
+}
+
 // n = round(x / ln 2), |r| <= ln2 / 2 and a degree-6 polynomial (Cephes expf, ~1 ulp).
 inline float exp_f32(float x) {
   x = x < -87.0f ? -87.0f : x;  // ternaries, not fminf/fmaxf: those are libm calls here
@@ -117,7 +129,7 @@ inline float exp_f32(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
 }
 
 // Activations for the CPU kernels: fp32 through exp_f32 (tanh of small |x| by the Cephes

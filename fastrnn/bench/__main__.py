@@ -30,6 +30,9 @@ def main(argv=None) -> int:
         p.error("--device cuda needs a CUDA GPU")
     e = common.env(args.device)
     common.print_header(e)
+    # Benchmarks that take long may call args.flush(rows) after each row: the JSON then holds
+    # every finished row even when the run is stopped (a time limit on a lent GPU).
+    args.flush = (lambda rows: common.save_json(args.json, e, rows)) if args.json else None
     rows = mods[args.bench].run(args)
     common.print_table(rows)
     if args.json:

@@ -38,7 +38,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--backend", default=None, help="force a fastrnn backend (default: picked)")
+    p.add_argument("--backend", default=None,
+                   help="fastrnn backend(s) to time, comma-separated, e.g. cuda,triton (default: the picked one)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the run (CPU; 1 gives stable figures on a "
                         "shared, oversubscribed machine where OpenMP barriers stall)")
@@ -158,13 +159,11 @@ def run(args) -> list:
         torch.set_num_threads(args.threads)
     rows = []
     compiled = {}
+    flush = getattr(args, "flush", None) or (lambda rows: None)
     for kind, B, Tq, Tk, H in _configs(args):
-        backend = args.backend or backends.pick("attention", IMPLS, torch.device(device), None,
-                                                dtype=dtype, kind=kind, B=B, Tq=Tq, Tk=Tk, Dq=H,
-                                                Dk=H, D=H, Dv=H).name
-
-        def fast(query, keys, values, **kw):  # low_rank has a weight named v
-            return attention(query, keys, values, backend=backend, **kw)
+        names = [n for n in (args.backend or "").split(",") if n] or [
+            backends.pick("attention", IMPLS, torch.device(device), None, dtype=dtype, kind=kind, B=B, Tq=Tq,
+                          Tk=Tk, Dq=H, Dk=H, D=H, Dv=H).name]
 
         for bwd in (False, True):
             q, k, v, mask, w = _inputs(kind, B, Tq, Tk, H, device, dtype, grad=bwd)
@@ -176,18 +175,24 @@ def run(args) -> list:
                    "threads": torch.get_num_threads() if device == "cpu" else None}
             ctx = torch.enable_grad() if bwd else torch.no_grad()
             with ctx:
-                f_fast = _make_call(fast, q, k, v, mask, w, kind, bwd)
                 f_eager = _make_call(naive.attention, q, k, v, mask, w, kind, bwd)
-                t = common.time_fn(f_fast, device, reps=args.reps, warmup=args.warmup)
                 tb = common.time_fn(f_eager, device, reps=args.reps, warmup=args.warmup)
-                mem = _peak_mb(f_fast, device)
                 mem_b = _peak_mb(f_eager, device)
             fl, by = _flops_bytes(kind, B, Tq, Tk, H, 3 if bwd else 1, q.element_size())
             floor = common.floor_ms(fl, by, device, dtype)
-            extra = {"peak_mem_mb": round(mem, 2), "baseline_peak_mem_mb": round(mem_b, 2)}
-            rows.append(common.row("attention", backend, "eager", cfg, t, tb, floor, **extra))
-            print(f"# {cfg}: {backend} {t[0]:.2f} ms, eager {tb[0]:.2f} ms, "
-                  f"peak {mem:.1f} MB vs {mem_b:.1f} MB", flush=True)
+            for backend in names:
+                def fast(query, keys, values, _b=backend, **kw):  # low_rank has a weight named v
+                    return attention(query, keys, values, backend=_b, **kw)
+
+                with ctx:
+                    f_fast = _make_call(fast, q, k, v, mask, w, kind, bwd)
+                    t = common.time_fn(f_fast, device, reps=args.reps, warmup=args.warmup)
+                    mem = _peak_mb(f_fast, device)
+                extra = {"peak_mem_mb": round(mem, 2), "baseline_peak_mem_mb": round(mem_b, 2)}
+                rows.append(common.row("attention", backend, "eager", cfg, t, tb, floor, **extra))
+                flush(rows)
+                print(f"# {cfg}: {backend} {t[0]:.2f} ms, eager {tb[0]:.2f} ms, "
+                      f"peak {mem:.1f} MB vs {mem_b:.1f} MB", flush=True)
             if not args.no_compile:
                 if kind not in compiled:
                     compiled[kind] = torch.compile(naive.attention, dynamic=False)

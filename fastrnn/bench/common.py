@@ -97,7 +97,9 @@ def time_fn(fn: Callable[[], object], device: str, reps: int = 20, warmup: int =
     if device == "cuda":
         try:
             from triton.testing import do_bench
-            q = do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.25, 0.75], return_mode="median")
+            # warm-up and repetitions in milliseconds of GPU time; short, so that a whole matrix
+            # fits one lent-GPU call (each config is timed twice, interleaved with its baseline)
+            q = do_bench(fn, warmup=10, rep=50, quantiles=[0.5, 0.25, 0.75])
             return q[0], q[2] - q[1]
         except Exception:
             pass

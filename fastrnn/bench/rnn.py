@@ -24,13 +24,20 @@ CUDA_MATRIX = {
     "quick": {"B": [1, 16, 64], "H": [256, 1024], "T": [128], "dtype": ["float16", "float32"]},
     "full": {"B": [1, 3, 16, 64, 256], "H": [256, 768, 1024], "T": [1, 128, 1024],
              "dtype": ["float16", "bfloat16", "float32"]},
+    # Sized for one lent-GPU call (bench/device_check.sh): the grid at T=128, plus issue 3's target
+    # points (B=16 T=1024 H=768 fp16 fwd+bwd; bf16 at B in {1, 3}), each as (cell, dtype, H, T, B, pass).
+    "device": {"B": [1, 3, 16, 64], "H": [256, 768, 1024], "T": [128], "dtype": ["float16", "float32"],
+               "extra": [(c, dt, 768, T, B, p) for c in ("LSTM", "GRU") for dt, T, Bs, ps in (
+                   ("float16", 1024, (16,), ("fwd+bwd",)), ("bfloat16", 128, (1, 3), ("fwd", "fwd+bwd")))
+                   for B in Bs for p in ps]},
 }
 GATES = {"LSTM": 4, "GRU": 3}
 
 
 def add_args(p) -> None:
-    p.add_argument("--matrix", choices=("quick", "full"), default="quick",
-                   help="GPU configurations (ignored on the CPU): quick, or full (issue 3's matrix)")
+    p.add_argument("--matrix", choices=tuple(CUDA_MATRIX), default="quick",
+                   help="GPU configurations (ignored on the CPU): quick, device (one lent-GPU call), "
+                        "or full (issue 3's matrix)")
     p.add_argument("--impl", default=None,
                    help="comma-separated providers: cpu on the CPU (default); cuda,triton on the GPU (default)")
     p.add_argument("--cell", default="LSTM,GRU", help="comma-separated: LSTM,GRU")
@@ -217,12 +224,15 @@ def run(args) -> List[dict]:
     else:
         impls = _split(args.impl or "cuda,triton")
         m = CUDA_MATRIX[args.matrix]
+        flush = getattr(args, "flush", None) or (lambda rows: None)
         for impl in impls:
-            for cell, dt, H, T, B, passname in itertools.product(cells, m["dtype"], m["H"], m["T"], m["B"],
-                                                                 passes):
+            grid = list(itertools.product(cells, m["dtype"], m["H"], m["T"], m["B"], passes))
+            grid += [e for e in m.get("extra", []) if e[0] in cells and e[5] in passes]
+            for cell, dt, H, T, B, passname in grid:
                 r = _single_layer(cell, impl, B, T, H, getattr(torch, dt), passname, "cuda", "cudnn")
                 if r is not None:
                     rows.append(r)
+                    flush(rows)  # a run stopped at its time limit keeps what it measured
             if not args.no_modules:
                 for cell, (layers, bidi, packed) in itertools.product(cells, [(2, True, False), (1, False, True)]):
                     for dt in ("float16", "float32"):
@@ -230,6 +240,7 @@ def run(args) -> List[dict]:
                                          packed, "cuda")
                         if r is not None:
                             rows.append(r)
+                            flush(rows)
     if args.plot:
         plot(rows, args.plot)
     return rows
