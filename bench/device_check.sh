@@ -8,8 +8,8 @@
 #   bash bench/device_check.sh            # from the repository root; OUT defaults to /tmp/fastrnn_device_out
 #
 # At most 8 files come back from $OUT: build.log, tests.log, sanitize.log, bench.log, rnn_cuda.json,
-# rnn_triton.json, attention.json, decode.json (the speedup plot is drawn here afterwards, from the
-# JSON: bench/summarize.py --plot). The rnn benches write their JSON after every row, so a stage stopped at its limit keeps
+# paths.json, attention.json, decode.json, rnn_triton.json (9: skip a stage when all are needed).
+# The speedup plot is drawn here afterwards, from the JSON: bench/summarize.py --plot. The rnn benches write their JSON after every row, so a stage stopped at its limit keeps
 # what it measured. Stage budgets (seconds) can be changed through the environment, e.g.
 # T_BENCH_RNN=60 bash bench/device_check.sh.
 set -u
@@ -18,6 +18,10 @@ OUT=${OUT:-/tmp/fastrnn_device_out}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # scripts under bench/ import the in-place build
+# SKIP: space-separated stage names to leave out, e.g. SKIP="bench_decode bench_attention" for a
+# second call that only needs the rest.
+SKIP=${SKIP:-}
 T_BUILD=${T_BUILD:-180}
 T_TESTS=${T_TESTS:-60}
 T_GPU_ALL=${T_GPU_ALL:-60}
@@ -26,6 +30,7 @@ T_RACECHECK=${T_RACECHECK:-40}
 T_BENCH_RNN=${T_BENCH_RNN:-70}
 T_BENCH_OTHER=${T_BENCH_OTHER:-25}
 T_BENCH_TRITON=${T_BENCH_TRITON:-50}
+T_PATHS=${T_PATHS:-110}
 START=$(date +%s)
 CUDA_BIN=${CUDA_HOME:-/usr/local/cuda}/bin
 export PATH="$PATH:$CUDA_BIN"  # nvcc and compute-sanitizer, where the toolkit is not on PATH
@@ -35,6 +40,9 @@ names=(); results=(); secs=()
 run_stage() {
   local name=$1 limit=$2 log=$3; shift 3
   local t0 rc status
+  case " $SKIP " in *" $name "*)
+    names+=("$name"); results+=("skipped"); secs+=(0); return ;;
+  esac
   t0=$(date +%s)
   echo "=== [$name] $* (limit ${limit}s)" | tee -a "$log"
   timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
@@ -62,8 +70,9 @@ $PY bench/summarize.py --ptxas "$OUT/build.log" 2>&1 | tee -a "$OUT/build.log" |
 
 # GPU tests: this family's first (most specific), then every other gpu-marked test in the suite
 # (Triton at realistic sizes, attention's cuda and triton backends, the modules on the GPU).
-run_stage tests_rnn_cuda "$T_TESTS" "$OUT/tests.log" $PY -m pytest -q -m gpu tests/ops/test_rnn_cuda.py --tb=short -p no:cacheprovider
-run_stage tests_gpu_all "$T_GPU_ALL" "$OUT/tests.log" $PY -m pytest -q -m gpu tests/ops tests/nn --ignore tests/ops/test_rnn_cuda.py --tb=short -p no:cacheprovider
+# -v: one line a test as it finishes, so a stage stopped at its limit still says what failed.
+run_stage tests_rnn_cuda "$T_TESTS" "$OUT/tests.log" $PY -m pytest -v -m gpu tests/ops/test_rnn_cuda.py --tb=short -p no:cacheprovider
+run_stage tests_gpu_all "$T_GPU_ALL" "$OUT/tests.log" $PY -m pytest -v -m gpu tests/ops tests/nn --ignore tests/ops/test_rnn_cuda.py --tb=short -p no:cacheprovider
 
 # compute-sanitizer on small forward+backward cases, both paths (memcheck, then shared-memory races).
 export PYTORCH_NO_CUDA_MEMORY_CACHING=1  # exact allocation bounds for memcheck
@@ -77,6 +86,8 @@ unset PYTORCH_NO_CUDA_MEMORY_CACHING
 # compiles many variants, so it comes last.
 run_stage bench_rnn_cuda "$T_BENCH_RNN" "$OUT/bench.log" $PY -m fastrnn.bench rnn --device cuda --matrix device \
   --impl cuda --json "$OUT/rnn_cuda.json"
+# The two CUDA paths side by side (sets the auto choice); one JSON row per (cell, dtype, H, B, pass).
+run_stage bench_paths "$T_PATHS" "$OUT/bench.log" $PY bench/cuda_paths.py --H 256,1024 --json "$OUT/paths.json"
 run_stage bench_decode "$T_BENCH_OTHER" "$OUT/bench.log" $PY -m fastrnn.bench decode --device cuda --json "$OUT/decode.json"
 # (no torch.compile baseline here: its compilation alone takes most of the stage's budget)
 run_stage bench_attention "$T_BENCH_OTHER" "$OUT/bench.log" $PY -m fastrnn.bench attention --device cuda --no-compile \
@@ -97,7 +108,7 @@ echo "|---|---|---|"
 failed=0
 for i in "${!names[@]}"; do
   echo "| ${names[$i]} | ${results[$i]} | ${secs[$i]} |"
-  case "${results[$i]}" in ok|absent) ;; *) failed=1 ;; esac
+  case "${results[$i]}" in ok|absent|skipped) ;; *) failed=1 ;; esac
 done
 echo "total: $(( $(date +%s) - START )) s; logs and JSON in $OUT"
 exit $failed
