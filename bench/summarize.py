@@ -35,9 +35,29 @@ def _config(cfg):
     return " ".join(parts)
 
 
+def paths_table(doc, max_rows=None):
+    """bench/cuda_paths.py's rows: the two CUDA paths and cuDNN side by side."""
+    env = doc.get("env", {})
+    rows = doc.get("rows", [])
+    lines = [f"Device: {env.get('device', '?')}; torch {env.get('torch', '?')}, CUDA {env.get('cuda', '?')}, "
+             f"cuDNN {env.get('cudnn', '?')}", "",
+             "| cell | dtype | H | B | T | pass | standard ms | persistent ms | auto ms (as run) | cuDNN ms "
+             "| faster path | faster / cuDNN |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows if max_rows is None else rows[:max_rows]:
+        s, p = r["standard_ms"], r["persistent_ms"]
+        best, name = (p, "persistent") if p is not None and p < s else (s, "standard")
+        lines.append("| " + " | ".join(_fmt(x) for x in (
+            r["cell"], r["dtype"], r["H"], r["B"], r["T"], r["pass"], s, p, r["auto_ms"], r["cudnn_ms"], name,
+            round(best / r["cudnn_ms"], 3))) + " |")
+    return "\n".join(lines)
+
+
 def table(doc, max_rows=None):
     env = doc.get("env", {})
     rows = doc.get("rows", [])
+    if rows and "standard_ms" in rows[0]:
+        return paths_table(doc, max_rows)
     lines = [f"Device: {env.get('device', '?')}; torch {env.get('torch', '?')}, CUDA {env.get('cuda', '?')}, "
              f"cuDNN {env.get('cudnn', '?')}", "",
              "| bench | impl | baseline | config | median ms | baseline ms | ratio | floor ms |",

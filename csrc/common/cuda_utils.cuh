@@ -62,6 +62,15 @@ inline Path requested_path() {
   return Path::Auto;
 }
 
+// The auto choice between the two paths, from bench/cuda_paths.py on an H100 (bench/results/
+// gpu_h100_paths.json, T=128, LSTM/GRU, fp16/fp32, fwd and fwd+bwd): the persistent kernels
+// stream each step's mat-vec on FMA units, so their step time grows with B*H; they beat the
+// standard path (launch-bound at ~20-30 us a step) up to B*H = 16 * 1024 in every measured case
+// and lose from B*H = 32 * 1024 (by 2-8x at B=64, H=1024).
+constexpr int64_t kAutoPersistentMaxBH = 16 * 1024;
+
+inline bool auto_prefers_persistent(int64_t B, int64_t H) { return B * H <= kAutoPersistentMaxBH; }
+
 // FASTRNN_CUDA_POISON=1: outputs and work buffers start as NaN instead of uninitialised memory,
 // so a test sees any element a kernel forgot to write.
 inline bool poison() {

@@ -2,7 +2,8 @@
 //
 //  persistent  one cooperative launch for all T steps, W_hh's slice (forward) or W_hh^T's slice
 //              (backward) of each block in shared memory, fp32 accumulation, one grid sync per
-//              step. fp32/fp16/bf16, H <= 1024, B <= 64, when it fits and is co-resident.
+//              step. fp32/fp16/bf16, H <= 1024, B <= 64, when it fits and is co-resident, and
+//              (auto) when B*H <= 16384, where it measured faster (cuda_utils.cuh).
 //  standard    per-step cuBLAS GEMM (at::matmul) + one fused pointwise kernel; everything else.
 //
 // Saved for backward (needs_grad): G [T,B,4H] acc holding r|z|n|hn per unit (hn = W_hn h + b_hn,
@@ -236,9 +237,10 @@ bool launch_persistent(Kernel kernel, const Params& p, int64_t H, int64_t B, int
   return true;
 }
 
-bool want_persistent(bool eligible, const char* why_not) {
+bool want_persistent(bool eligible, const char* why_not, int64_t B, int64_t H) {
   const cuda::Path path = cuda::requested_path();
   if (path == cuda::Path::Standard) return false;
+  if (path == cuda::Path::Auto && !cuda::auto_prefers_persistent(B, H)) return false;
   TORCH_CHECK(eligible || path != cuda::Path::Persistent,
               "fastrnn: FASTRNN_CUDA_PATH=persistent but the persistent GRU kernel cannot take this call: ",
               why_not);
@@ -286,7 +288,7 @@ std::vector<at::Tensor> gru_fwd_cuda(const at::Tensor& x, const at::Tensor& h0, 
     bool done = false;
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const char* why = "";
-      if (want_persistent(true, why)) {
+      if (want_persistent(true, why, B, H)) {
         with_bt(B, [&](auto bt) {
           done = launch_persistent(gru_fwd_persistent_kernel<scalar_t, decltype(bt)::value>, p, H, B, H, 3,
                                    sizeof(scalar_t), decltype(bt)::value, x.get_device(), stream, &why);
@@ -294,7 +296,7 @@ std::vector<at::Tensor> gru_fwd_cuda(const at::Tensor& x, const at::Tensor& h0, 
         check_persistent_launched(done, why);
       }
     } else {
-      want_persistent(false, "fp64 runs on the standard path");
+      want_persistent(false, "fp64 runs on the standard path", B, H);
     }
     if (done) {
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -349,7 +351,7 @@ std::vector<at::Tensor> gru_bwd_cuda(const at::Tensor& dy, const at::Tensor& dhT
     bool done = false;
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const char* why = "";
-      if (want_persistent(true, why)) {
+      if (want_persistent(true, why, B, H)) {
         with_bt(B, [&](auto bt) {
           done = launch_persistent(gru_bwd_persistent_kernel<scalar_t, decltype(bt)::value>, p, H, B, 3 * H, 1,
                                    sizeof(scalar_t), decltype(bt)::value, x.get_device(), stream, &why);
@@ -357,7 +359,7 @@ std::vector<at::Tensor> gru_bwd_cuda(const at::Tensor& dy, const at::Tensor& dhT
         check_persistent_launched(done, why);
       }
     } else {
-      want_persistent(false, "fp64 runs on the standard path");
+      want_persistent(false, "fp64 runs on the standard path", B, H);
     }
     if (done) {
       C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -5,7 +5,8 @@
 //              from the previous step's h (resp. dgates) with fp32 accumulation, applies the cell
 //              in place, writes its part of the next state and meets the other blocks at one
 //              grid sync per step. Taken for fp32/fp16/bf16, no projection, H <= 1024, B <= 64,
-//              when the slice fits in shared memory and the grid is co-resident.
+//              when the slice fits in shared memory and the grid is co-resident, and (auto) when
+//              B*H <= 16384, where it measured faster than the standard path (cuda_utils.cuh).
 //  standard    the recurrent GEMM per step through at::matmul (cuBLAS) + one fused pointwise
 //              kernel per step; takes everything else (fp64, proj_size, large H or B).
 //
@@ -309,9 +310,10 @@ bool launch_persistent(Kernel kernel, const Params& p, int64_t H, int64_t B, int
   return true;
 }
 
-bool want_persistent(bool eligible, const char* why_not) {
+bool want_persistent(bool eligible, const char* why_not, int64_t B, int64_t H) {
   const cuda::Path path = cuda::requested_path();
   if (path == cuda::Path::Standard) return false;
+  if (path == cuda::Path::Auto && !cuda::auto_prefers_persistent(B, H)) return false;
   TORCH_CHECK(eligible || path != cuda::Path::Persistent,
               "fastrnn: FASTRNN_CUDA_PATH=persistent but the persistent LSTM kernel cannot take this call: ",
               why_not);
@@ -365,7 +367,7 @@ std::vector<at::Tensor> lstm_fwd_cuda(const at::Tensor& x, const at::Tensor& h0,
     bool done = false;
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const char* why = proj ? "proj_size (w_hr) runs on the standard path" : "";
-      if (want_persistent(!proj, why)) {
+      if (want_persistent(!proj, why, B, H)) {
         with_bt(B, [&](auto bt) {
           done = launch_persistent(lstm_fwd_persistent_kernel<scalar_t, decltype(bt)::value>, p, H, B, H, 4,
                                    sizeof(scalar_t), decltype(bt)::value, x.get_device(), stream, &why);
@@ -373,7 +375,7 @@ std::vector<at::Tensor> lstm_fwd_cuda(const at::Tensor& x, const at::Tensor& h0,
         check_persistent_launched(done, why);
       }
     } else {
-      want_persistent(false, "fp64 runs on the standard path");
+      want_persistent(false, "fp64 runs on the standard path", B, H);
     }
     if (!done) {
       const at::Tensor whh_t = whh.t();
@@ -446,7 +448,7 @@ std::vector<at::Tensor> lstm_bwd_cuda(const at::Tensor& dy, const at::Tensor& dh
     bool done = false;
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const char* why = proj ? "proj_size (w_hr) runs on the standard path" : "";
-      if (want_persistent(!proj, why)) {
+      if (want_persistent(!proj, why, B, H)) {
         with_bt(B, [&](auto bt) {
           done = launch_persistent(lstm_bwd_persistent_kernel<scalar_t, decltype(bt)::value>, p, H, B, 4 * H, 1,
                                    sizeof(scalar_t), decltype(bt)::value, x.get_device(), stream, &why);
@@ -454,7 +456,7 @@ std::vector<at::Tensor> lstm_bwd_cuda(const at::Tensor& dy, const at::Tensor& dh
         check_persistent_launched(done, why);
       }
     } else {
-      want_persistent(false, "fp64 runs on the standard path");
+      want_persistent(false, "fp64 runs on the standard path", B, H);
     }
     if (done) {
       C10_CUDA_KERNEL_LAUNCH_CHECK();
