@@ -87,6 +87,17 @@ def _log_once(family: str, name: str, why: str) -> None:
         log.info("fastrnn.%s: %s", family, why if why else f"using backend {name!r}")
 
 
+# Successful choices, keyed on everything the choice depends on (the backend objects themselves
+# included, so replacing one in an IMPLS dict is seen): a decoding loop asks the same question
+# for every token. Bounded; cleared by clear_cache() (availability changes at run time only in tests).
+_cache: Dict[tuple, object] = {}
+_CACHE_MAX = 4096
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
 def pick(family: str, impls: Dict[str, object], device: torch.device,
          backend: Optional[str] = None, **call):
     """Return the backend object that runs this call of ``family``.
@@ -94,6 +105,24 @@ def pick(family: str, impls: Dict[str, object], device: torch.device,
     ``impls`` maps backend name -> backend object; ``call`` is passed to each candidate's
     ``check``. An explicit ``backend`` that cannot take the call raises RuntimeError naming why.
     """
+    try:
+        key = (family, tuple((k, id(v)) for k, v in impls.items()), device, backend,
+               os.environ.get("FASTRNN_BACKEND"), triton_interpreted(), tuple(sorted(call.items())))
+        hash(key)
+    except TypeError:  # an unhashable call argument: no caching
+        return _pick(family, impls, device, backend, **call)
+    hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    impl = _pick(family, impls, device, backend, **call)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[key] = impl
+    return impl
+
+
+def _pick(family: str, impls: Dict[str, object], device: torch.device,
+          backend: Optional[str] = None, **call):
     if backend is not None:
         if backend not in NAMES:
             raise ValueError(f"backend must be one of {NAMES} or None, got {backend!r}")

@@ -21,3 +21,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_backend_choices():
+    """backends.pick caches its choices; tests that patch availability must not see stale ones."""
+    from fastrnn import backends
+    backends.clear_cache()
+    yield
+    backends.clear_cache()

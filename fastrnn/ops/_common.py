@@ -44,6 +44,13 @@ class Kernel:
         return None
 
 
+def needs_autograd(*tensors) -> bool:
+    """Whether a call must go through its autograd Function: grad mode is on and some input
+    requires grad. Otherwise the ops call the backend's fwd directly (needs_grad=False), which
+    spares the Function's bookkeeping on every step of a decoding loop."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def c_ext():
     """The compiled extension module, or None."""
     from fastrnn import _ext
@@ -57,9 +64,16 @@ def check_tensor(t, name: str, ndim: int, shape: Sequence[Optional[int]], ref: t
     dtype and device."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != ndim or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+    got = t.shape
+    ok = len(got) == ndim
+    if ok:  # a plain loop: this runs for every argument of every step of a decoding loop
+        for s, d in zip(shape, got):
+            if s is not None and s != d:
+                ok = False
+                break
+    if not ok:
         want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {want}, got {list(t.shape)}")
+        raise ValueError(f"{name} must have shape {want}, got {list(got)}")
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
     if t.device != ref.device:

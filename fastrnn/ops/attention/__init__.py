@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from fastrnn import backends
-from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_tensor
+from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_tensor, needs_autograd
 from fastrnn.ops.attention import naive
 from fastrnn.ops.attention.function import AttentionFunction
 from fastrnn.ops.attention.naive import KINDS
@@ -159,7 +159,11 @@ def attention(query, keys, values=None, *, kind: str, mask=None, weight=None, u=
     qp, kp = _mapped(query, keys, kind, weight, u, v, w_query, w_key, key_proj)
     vs = v_score.contiguous() if kind == "additive" else None
     m = mask.contiguous() if mask is not None else None
-    return AttentionFunction.apply(impl, qp.contiguous(), kp.contiguous(), vals.contiguous(), m, vs)
+    args = (qp.contiguous(), kp.contiguous(), vals.contiguous(), m, vs)
+    if needs_autograd(*args):
+        return AttentionFunction.apply(impl, *args)
+    out, weights, _ = impl.fwd(*args, False)
+    return out, weights
 
 
 __all__ = ["attention", "AttentionFunction", "IMPLS", "KINDS"]

@@ -9,7 +9,8 @@ from typing import Optional
 import torch
 
 from fastrnn import backends
-from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_lengths, check_tensor, reverse_padded
+from fastrnn.ops._common import (LazyTriton, Kernel, Reference, c_ext, check_lengths, check_tensor, needs_autograd,
+                                 reverse_padded)
 from fastrnn.ops.gru import naive
 from fastrnn.ops.gru.function import GRUFunction
 
@@ -67,7 +68,10 @@ def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend: Optional[str] = None, 
         y, hT = naive.gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     else:
         args = [t.contiguous() if t is not None else None for t in (x, h0, w_ih, w_hh, b_ih, b_hh)]
-        y, hT = GRUFunction.apply(impl, *args, lengths)
+        if needs_autograd(*args):
+            y, hT = GRUFunction.apply(impl, *args, lengths)
+        else:
+            y, hT, _ = impl.fwd(*args, lengths, False)
     if reverse:
         y = reverse_padded(y, lengths)
     return y, hT

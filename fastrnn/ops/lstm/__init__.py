@@ -11,7 +11,8 @@ from typing import Optional
 import torch
 
 from fastrnn import backends
-from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_lengths, check_tensor, reverse_padded
+from fastrnn.ops._common import (LazyTriton, Kernel, Reference, c_ext, check_lengths, check_tensor, needs_autograd,
+                                 reverse_padded)
 from fastrnn.ops.lstm import naive
 from fastrnn.ops.lstm.function import LSTMFunction
 
@@ -74,7 +75,10 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, backend: Optional[str] = N
         y, (hT, cT) = naive.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
     else:
         args = [t.contiguous() if t is not None else None for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)]
-        y, hT, cT = LSTMFunction.apply(impl, *args, lengths)
+        if needs_autograd(*args):
+            y, hT, cT = LSTMFunction.apply(impl, *args, lengths)
+        else:
+            y, hT, cT, _ = impl.fwd(*args, lengths, False)
     if reverse:
         y = reverse_padded(y, lengths)
     return y, (hT, cT)
