@@ -2,15 +2,15 @@
 # One call on the GPU machine (device tool): device info, build with the ptxas report, GPU tests,
 # compute-sanitizer on small LSTM/GRU cases, benchmarks against cuDNN; logs and JSON under $OUT,
 # a short table last. Every stage has its own timeout; a failing stage does not stop the later
-# ones, and the script exits non-zero if any stage failed. Worst case about 9.5 minutes, usually
-# 6-7 (the build is the longest stage); stages come in order of importance.
+# ones, and the script exits non-zero if any stage failed. Worst case about 10 minutes; on the H100
+# (2026-11-26) the first call took 272 s (build 46 s); stages come in order of importance.
 #
 #   bash bench/device_check.sh            # from the repository root; OUT defaults to /tmp/fastrnn_device_out
 #
 # At most 8 files come back from $OUT: build.log, tests.log, sanitize.log, bench.log, rnn_cuda.json,
 # paths.json, attention.json, decode.json, rnn_triton.json (9: skip a stage when all are needed).
-# The speedup plot is drawn here afterwards, from the JSON: bench/summarize.py --plot. The rnn benches write their JSON after every row, so a stage stopped at its limit keeps
-# what it measured. Stage budgets (seconds) can be changed through the environment, e.g.
+# The speedup plot is drawn here afterwards, from the JSON: bench/summarize.py --plot. The rnn
+# benches write their JSON after every row, so a stage stopped at its limit keeps what it measured. Stage budgets (seconds) can be changed through the environment, e.g.
 # T_BENCH_RNN=60 bash bench/device_check.sh.
 set -u
 cd "$(dirname "$0")/.."
