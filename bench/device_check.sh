@@ -10,7 +10,8 @@
 # At most 8 files come back from $OUT: build.log, tests.log, sanitize.log, bench.log, rnn_cuda.json,
 # paths.json, attention.json, decode.json, rnn_triton.json (9: skip a stage when all are needed).
 # The speedup plot is drawn here afterwards, from the JSON: bench/summarize.py --plot. The rnn
-# benches write their JSON after every row, so a stage stopped at its limit keeps what it measured. Stage budgets (seconds) can be changed through the environment, e.g.
+# benches write their JSON after every row, so a stage stopped at its limit keeps what it measured.
+# Stage budgets (seconds) can be changed through the environment, e.g.
 # T_BENCH_RNN=60 bash bench/device_check.sh.
 set -u
 cd "$(dirname "$0")/.."
