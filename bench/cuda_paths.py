@@ -10,7 +10,6 @@ row, so a run stopped at its time limit keeps what it measured.
 """
 import argparse
 import itertools
-import json
 import os
 import sys
 
@@ -68,10 +67,7 @@ def main(argv=None) -> int:
             r["cudnn_ms"] = round(common.time_fn(base, "cuda")[0], 4)
         rows.append(r)
         print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"env": env, "rows": rows}, f, indent=1)
-        os.replace(tmp, args.json)
+        common.save_json(args.json, env, rows)
     return 0
 
 

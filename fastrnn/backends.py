@@ -105,13 +105,12 @@ def pick(family: str, impls: Dict[str, object], device: torch.device,
     ``impls`` maps backend name -> backend object; ``call`` is passed to each candidate's
     ``check``. An explicit ``backend`` that cannot take the call raises RuntimeError naming why.
     """
+    key = (family, tuple((k, id(v)) for k, v in impls.items()), device, backend,
+           os.environ.get("FASTRNN_BACKEND"), triton_interpreted(), tuple(sorted(call.items())))
     try:
-        key = (family, tuple((k, id(v)) for k, v in impls.items()), device, backend,
-               os.environ.get("FASTRNN_BACKEND"), triton_interpreted(), tuple(sorted(call.items())))
-        hash(key)
+        hit = _cache.get(key)
     except TypeError:  # an unhashable call argument: no caching
         return _pick(family, impls, device, backend, **call)
-    hit = _cache.get(key)
     if hit is not None:
         return hit
     impl = _pick(family, impls, device, backend, **call)

@@ -101,9 +101,8 @@ FASTRNN_HD void gru_cell_bwd(T r, T z, T n, T hn, T h_prev, T dh, T& dxr, T& dxz
 
 namespace host {
 
-// exp for fp32 without a libm call, so loops over units vectorize: 2^n * p(r) with
-// std::bit_cast without C++20 (torch builds extensions as C++17 up to 2.13, C++20 from 2.14):
-// the same builtin that std::bit_cast is made of, so the loops that call it still vectorize.
+// std::bit_cast without C++20 (torch 2.11 builds extensions as C++17, 2.14 as C++20): the same
+// builtin that std::bit_cast is made of, so the loops that call it still vectorize.
 inline float bits_to_float(int32_t b) {
 #if defined(__GNUC__) || defined(__clang__)
   return __builtin_bit_cast(float, b);
@@ -114,6 +113,7 @@ inline float bits_to_float(int32_t b) {
 #endif
 }
 
+// exp for fp32 without a libm call, so loops over units vectorize: 2^n * p(r) with
 // n = round(x / ln 2), |r| <= ln2 / 2 and a degree-6 polynomial (Cephes expf, ~1 ulp).
 inline float exp_f32(float x) {
   x = x < -87.0f ? -87.0f : x;  // ternaries, not fminf/fmaxf: those are libm calls here
