@@ -5,10 +5,11 @@ namespace fastrnn {
 void lstm_init(py::module& m);
 void gru_init(py::module& m);
 void attention_init(py::module& m);
+void linear_init(py::module& m);
 }  // namespace fastrnn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "fastrnn kernels: fused LSTM/GRU and attention (C++ CPU, CUDA)";
+  m.doc() = "fastrnn kernels: fused LSTM/GRU, attention, small-batch linear (C++ CPU, CUDA)";
 #ifdef FASTRNN_WITH_CUDA
   m.def("with_cuda", []() { return true; }, "True when the CUDA kernels were compiled and linked");
 #else
@@ -17,4 +18,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   fastrnn::lstm_init(m);
   fastrnn::gru_init(m);
   fastrnn::attention_init(m);
+  fastrnn::linear_init(m);
 }

@@ -88,12 +88,22 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
   // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor Gx = defined(b_ih) ? b_ih->expand({T * B, 3 * H}).contiguous() : at::empty({T * B, 3 * H}, opts);
-  if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
-                           Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih)))
+  // A fresh buffer: at T*B = 1, expand(...).contiguous() would be b_ih itself, and the GEMM
+  // accumulates into it.
+  at::Tensor Gx = at::empty({T * B, 3 * H}, opts);
+  if (defined(b_ih)) Gx.copy_(b_ih->expand({T * B, 3 * H}));
+  if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
+    small_gemm_nt<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
+                            Gx.data_ptr<scalar_t>(), defined(b_ih));
+  } else if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+                                  Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih))) {
     Gx = defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  }
   Gx = Gx.view({T, B, 3 * H});
-  at::Tensor whhT = B <= kSmallBatch ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());  // once per call
+  // W_hh^T packed once per call for the per-step GEMMs; a short call (a decoder's step with a
+  // beam) streams W_hh instead of packing it.
+  const bool few_rows = T * B <= kSmallRows;
+  at::Tensor whhT = (B <= kSmallBatch || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());
   at::Tensor y = at::full({T, B, H}, nan, opts);
   at::Tensor HN = at::empty({needs_grad ? T : 1, B, H}, opts);
   at::Tensor Gh = at::empty({B, 3 * H}, opts);
@@ -146,7 +156,9 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       if (bhh) {
         for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
       }
-      if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, bhh != nullptr)) {
+      if (few_rows) {
+        small_gemm_nt<scalar_t>(B, 3 * H, H, hp, whh, gh, bhh != nullptr);
+      } else if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, bhh != nullptr)) {
         if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
         else at::mm_out(Gh, h_prev, w_hh.t());
       }

@@ -95,14 +95,22 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   at::Tensor x2 = x.reshape({T * B, I});
   const bool has_bias = defined(b_ih) || defined(b_hh);
   at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
-  at::Tensor G = has_bias ? bias.expand({T * B, 4 * H}).contiguous() : at::empty({T * B, 4 * H}, opts);
-  if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
-                           G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
+  // A fresh buffer: at T*B = 1, expand(...).contiguous() could be b_ih itself, and the GEMM
+  // accumulates into it.
+  at::Tensor G = at::empty({T * B, 4 * H}, opts);
+  if (has_bias) G.copy_(bias.expand({T * B, 4 * H}));
+  if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
+    small_gemm_nt<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
+                            G.data_ptr<scalar_t>(), has_bias);
+  } else if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+                                  G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
     G = has_bias ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
   G = G.view({T, B, 4 * H});
   // W_hh^T packed once per call for the per-step GEMMs.
-  at::Tensor whhT = (!proj && B <= kSmallBatch) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());
+  // (a short call, such as a decoder's step with a beam, streams W_hh instead of packing it)
+  const bool few_rows = T * B <= kSmallRows;
+  at::Tensor whhT = ((!proj && B <= kSmallBatch) || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());
 
   at::Tensor y = at::full({T, B, P}, nan, opts);
   // Cell states: all T kept for the backward, else two buffers used in turn.
@@ -163,7 +171,9 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       });
     } else {
       // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
-      if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT, gt, 4 * H, true))
+      if (few_rows)
+        small_gemm_nt<scalar_t>(B, 4 * H, P, hp, whh, gt, true);
+      else if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT, gt, 4 * H, true))
         G[t].addmm_(h_prev, w_hh.t());
       for_units(B, H, grain, cell);
     }

@@ -67,10 +67,23 @@ def peak_for(device: str, dtype: torch.dtype):
             if k in name:
                 return (f16 if dtype in (torch.float16, torch.bfloat16) else f32), bw
         return 50e12, 2e12
-    return _cpu_matmul_rate(dtype), 20e9
+    return _cpu_matmul_rate(dtype), _cpu_bandwidth()
 
 
 _cpu_rate = {}
+_cpu_bw = []
+
+
+def _cpu_bandwidth() -> float:
+    """Measured bytes/s of reading memory on this CPU (a sum over 256 MB, torch's threads): the
+    practical ceiling for weight-bound steps such as B=1 decoding (47 GB/s on the 2-core dev
+    machine with 2 threads, 23 GB/s with one)."""
+    if not _cpu_bw:
+        a = torch.ones(64 * 2 ** 20)
+        a.sum()
+        t = time_fn(lambda: a.sum(), device="cpu", reps=5)[0]
+        _cpu_bw.append(a.numel() * 4 / (t / 1e3))
+    return _cpu_bw[0]
 
 
 def _cpu_matmul_rate(dtype) -> float:

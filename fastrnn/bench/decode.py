@@ -15,8 +15,11 @@ output projection over V and the argmax. Per-token latency = time of N steps / N
 
 Threads: torch's default; set OMP_NUM_THREADS=1 for single-thread figures (the header then
 shows it). Vocabulary: 20000 by default, the translation example's vocabulary cut (DATA.md); the output
-projection (V x 600 weights, 48 MB in fp32 at V=20000) is the same matmul in every
-implementation and bounds the ratio, so V=2000 is run too to show the step path's own cost.
+projection (V x 600 weights, 48 MB in fp32 at V=20000) dominates the weights a step reads. At B=1
+every linear layer is a matrix-vector product bound by memory bandwidth: fastrnn runs them with
+fastrnn.ops.linear (a streaming GEMV over the threads) where torch.nn's F.linear runs ATen's GEMV
+on one thread. V=2000 is run too to show the rest of the step's own cost. The floor is the
+weights' bytes at the measured read bandwidth (or the FLOPs at the measured matmul rate).
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fastrnn.nn.attention import Attention, AttentionMemory
 from fastrnn.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
+from fastrnn.ops.linear import linear
 
 CELLS = ("gru", "lstm")
 ATTENTION_KINDS = ("dot", "general", "low_rank", "additive")
@@ -131,10 +132,10 @@ class TokenEmbedding(nn.Module):
     def project(self, x: Tensor, bias: Optional[Tensor]) -> Tensor:
         """x [...,E] -> logits [...,V] = x @ table^T + bias (the tied output projection)."""
         if self.weight is not None:
-            return F.linear(x, self.weight, bias)
+            return linear(x, self.weight, bias)
         if self.num_special == 0:
-            return F.linear(x, self.fixed, bias)
-        out = torch.cat([F.linear(x, self.special), F.linear(x, self.fixed)], -1)
+            return linear(x, self.fixed, bias)
+        out = torch.cat([linear(x, self.special), linear(x, self.fixed)], -1)
         return out if bias is None else out + bias
 
     def extra_repr(self) -> str:
@@ -293,6 +294,8 @@ class AttentionDecoder(nn.Module):
         if attention is not None and attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS} or None, got {attention!r}")
         self.cell = _check_cell(cell)
+        # The linear layers (fastrnn.ops.linear) follow backend='reference'; others pick freely.
+        self._linear_backend = "reference" if backend == "reference" else None
         self.vocab_size, self.embed_dim, self.hidden_size = vocab_size, embed_dim, hidden_size
         self.memory_size, self.num_layers = memory_size, num_layers
         self.attention_kind, self.input_feeding = attention, bool(input_feeding)
@@ -380,9 +383,9 @@ class AttentionDecoder(nn.Module):
         w = None
         if self.attn is not None:
             ctx, w = self.attn(h, memory=state.memory)
-            o = torch.tanh(F.linear(torch.cat([ctx, h], 1), self.combine.weight))
+            o = torch.tanh(linear(torch.cat([ctx, h], 1), self.combine.weight, backend=self._linear_backend))
         elif self.combine is not None:
-            o = torch.tanh(F.linear(h, self.combine.weight))
+            o = torch.tanh(linear(h, self.combine.weight, backend=self._linear_backend))
         else:
             o = h
         new = DecoderState(tuple(hs), tuple(cs) if cs else None,
@@ -396,7 +399,7 @@ class AttentionDecoder(nn.Module):
     def _project(self, o: Tensor) -> Tensor:
         o = self._dropout(o)
         if self.out is not None:
-            return F.linear(o, self.out.weight, self.out.bias)
+            return linear(o, self.out.weight, self.out.bias, backend=self._linear_backend)
         return self.embed.project(o, self.out_bias)
 
     def step(self, tokens: Tensor, state: DecoderState):

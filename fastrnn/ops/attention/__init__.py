@@ -21,6 +21,7 @@ from fastrnn.ops._common import LazyTriton, Kernel, Reference, c_ext, check_tens
 from fastrnn.ops.attention import naive
 from fastrnn.ops.attention.function import AttentionFunction
 from fastrnn.ops.attention.naive import KINDS
+from fastrnn.ops.linear import linear
 
 
 def _cpp_fwd(qp, kp, v, mask, v_score, needs_grad):
@@ -140,9 +141,9 @@ def _mapped(query, keys, kind, weight, u, v, w_query, w_key, key_proj):
         return query, keys @ weight.t()
     if kind == "low_rank":
         kp = key_proj if key_proj is not None else keys @ v.t()
-        return query @ u.t(), kp
+        return linear(query, u), kp
     kp = key_proj if key_proj is not None else keys @ w_key.t()
-    return query @ w_query.t(), kp
+    return linear(query, w_query), kp
 
 
 def attention(query, keys, values=None, *, kind: str, mask=None, weight=None, u=None, v=None,

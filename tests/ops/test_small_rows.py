@@ -1,0 +1,149 @@
+"""The CPU kernels' few-row paths: fastrnn.ops.linear (the streaming GEMV behind a decoding
+step's linear layers) and the LSTM/GRU calls of at most kSmallRows = 16 rows (T*B), which stream
+W_ih and W_hh instead of packing them. Against F.linear and the naive references, in fp64 and
+in fp32 (the AVX-512 kernel where the CPU has it), with the tails of every blocking."""
+import importlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastrnn
+from fastrnn import backends
+from fastrnn.ops import linear
+from fastrnn.ops.linear import SMALL_ROWS
+
+gru_naive = importlib.import_module("fastrnn.ops.gru.naive")
+lstm_naive = importlib.import_module("fastrnn.ops.lstm.naive")
+
+needs_cpu = pytest.mark.skipif("cpu" not in backends.available(), reason="fastrnn._C not built")
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+# --- fastrnn.ops.linear ----------------------------------------------------------------------
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 15, 16])
+@pytest.mark.parametrize("N,K", [(1, 1), (5, 13), (37, 16), (64, 600), (1003, 33)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_f_linear(dtype, rows, N, K, bias):
+    g = torch.Generator().manual_seed(rows * 1000 + N + K)
+    x = torch.randn(rows, K, generator=g, dtype=dtype)
+    w = torch.randn(N, K, generator=g, dtype=dtype)
+    b = torch.randn(N, generator=g, dtype=dtype) if bias else None
+    y = linear(x, w, b, backend="cpu")           # the kernel, or RuntimeError
+    ref = F.linear(x.double(), w.double(), None if b is None else b.double()).to(dtype)
+    scale = math.sqrt(K)                          # sums of K products of unit normals
+    torch.testing.assert_close(y, ref, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale)
+
+
+@needs_cpu
+def test_linear_leading_dims_strides_and_inputs_untouched():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 40, generator=g)[:, :, ::2]          # [2,3,20], not contiguous
+    w = torch.randn(20, 7, generator=g).t()                    # [7,20], not contiguous
+    b = torch.randn(7, generator=g)
+    before = [t.clone() for t in (x, w, b)]
+    y = linear(x, w, b, backend="cpu")
+    assert y.shape == (2, 3, 7)
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    for t, t0 in zip((x, w, b), before):
+        assert torch.equal(t, t0)
+
+
+@needs_cpu
+def test_linear_nan_input_propagates():
+    x = torch.randn(1, 33)
+    x[0, 32] = float("nan")                                     # in the masked tail
+    y = linear(x, torch.randn(9, 33), backend="cpu")
+    assert torch.isnan(y).all()
+
+
+def test_linear_falls_back_and_keeps_gradients():
+    x = torch.randn(2, 6, requires_grad=True)
+    w = torch.randn(5, 6, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    y = linear(x, w, b)                                         # needs grad: F.linear
+    y.sum().backward()
+    grads = [t.grad.clone() for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    F.linear(x, w, b).sum().backward()
+    for g1, t in zip(grads, (x, w, b)):
+        torch.testing.assert_close(g1, t.grad)
+    big = torch.randn(SMALL_ROWS + 1, 6)                        # too many rows: F.linear
+    torch.testing.assert_close(linear(big, w.detach()), F.linear(big, w.detach()))
+
+
+@needs_cpu
+def test_linear_explicit_cpu_backend_says_why_it_refuses():
+    w = torch.randn(5, 6)
+    with pytest.raises(RuntimeError, match="rows"):
+        linear(torch.randn(SMALL_ROWS + 1, 6), w, backend="cpu")
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        linear(torch.randn(1, 6, dtype=torch.bfloat16), w.bfloat16(), backend="cpu")
+    with pytest.raises(RuntimeError, match="gradients"):
+        linear(torch.randn(1, 6, requires_grad=True), w, backend="cpu")
+
+
+def test_linear_bad_arguments_raise_like_f_linear():
+    with pytest.raises(ValueError, match="backend"):
+        linear(torch.randn(1, 6), torch.randn(5, 6), backend="cuda")
+    x, w = torch.randn(1, 6), torch.randn(5, 7)
+    with pytest.raises(RuntimeError) as ours:
+        linear(x, w)
+    with pytest.raises(RuntimeError) as theirs:
+        F.linear(x, w)
+    assert str(ours.value) == str(theirs.value)
+    v = torch.randn(6)                                          # what F.linear takes, linear takes
+    torch.testing.assert_close(linear(x, v), F.linear(x, v))
+
+
+def test_linear_reference_backend_env(monkeypatch):
+    monkeypatch.setenv("FASTRNN_BACKEND", "reference")
+    x, w = torch.randn(1, 6), torch.randn(5, 6)
+    assert torch.equal(linear(x, w), F.linear(x, w))
+
+
+# --- LSTM/GRU calls of few rows ----------------------------------------------------------------
+
+def _params(cell, I, H, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    G = 4 if cell == "lstm" else 3
+    k = 1 / math.sqrt(H)
+    u = lambda *s: ((torch.rand(*s, generator=g, dtype=torch.float64) * 2 - 1) * k).to(dtype)  # noqa: E731
+    return u(G * H, I), u(G * H, H), u(G * H), u(G * H)
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+# T*B <= 16 with B above the fused small-batch path (4), at 16, and just past the few-row path;
+# H=32 makes 3H and 4H multiples of 32 (the packed GEMM's shapes), H=21 leaves tails everywhere.
+@pytest.mark.parametrize("T,B", [(1, 1), (1, 5), (3, 5), (1, 16), (2, 8), (17, 1), (3, 6)])
+@pytest.mark.parametrize("H", [32, 21])
+def test_few_row_calls_match_reference_and_leave_weights_alone(cell, dtype, T, B, H):
+    I = 13
+    w_ih, w_hh, b_ih, b_hh = _params(cell, I, H, dtype, seed=T * 100 + B + H)
+    g = torch.Generator().manual_seed(B)
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64).to(dtype)
+    h0 = (torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5).to(dtype)
+    c0 = (torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5).to(dtype)
+    params = (w_ih, w_hh, b_ih, b_hh)
+    before = [p.clone() for p in params]
+    d = lambda t: t.double()  # noqa: E731
+    with torch.no_grad():
+        if cell == "lstm":
+            y, (h, c) = fastrnn.ops.lstm(x, h0, c0, *params, backend="cpu")
+            y2, (h2, c2) = lstm_naive.lstm(d(x), d(h0), d(c0), *map(d, params))
+            torch.testing.assert_close(c, c2.to(dtype), **TOL[dtype])
+        else:
+            y, h = fastrnn.ops.gru(x, h0, *params, backend="cpu")
+            y2, h2 = gru_naive.gru(d(x), d(h0), *map(d, params))
+    torch.testing.assert_close(y, y2.to(dtype), **TOL[dtype])
+    torch.testing.assert_close(h, h2.to(dtype), **TOL[dtype])
+    # At T*B = 1 the bias-initialised gate buffer must be a copy: the GEMM accumulates into it.
+    for p, p0 in zip(params, before):
+        assert torch.equal(p, p0)
