@@ -30,15 +30,21 @@ void for_units(int64_t B, int64_t H, int64_t grain, const F& fn) {
   });
 }
 
-// B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512, or an
-// undefined tensor where that kernel does not apply (fp64, N not a multiple of 32, no AVX-512):
-// fast_gemm then returns false and the caller uses ATen's GEMM.
+// Below this many rows of A (summed over the GEMMs one packing serves) packing B costs more than
+// the packed kernel saves: a GRU/LSTM cell's step at B=32 (I=556, H=256) ran 1.7x slower than
+// torch.nn's on ATen's GEMM when it packed W_ih and W_hh on every call.
+constexpr int64_t kPackRows = 256;
+
+// B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512 for GEMMs with
+// `rows` rows of A in all, or an undefined tensor where that kernel does not apply or does not
+// pay (fp64, N not a multiple of 32, no AVX-512, rows < kPackRows): fast_gemm then returns false
+// and the caller uses ATen's GEMM.
 template <typename scalar_t>
-at::Tensor pack_for_gemm(const at::Tensor& B) {
+at::Tensor pack_for_gemm(const at::Tensor& B, int64_t rows) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)
   if constexpr (std::is_same_v<scalar_t, float>) {
     const int64_t K = B.size(0), N = B.size(1);
-    if (N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
+    if (rows >= kPackRows && N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
       at::Tensor out = at::empty({K * N}, B.options());
       host::pack_strips(B.data_ptr<float>(), B.stride(0), B.stride(1), K, N, out.data_ptr<float>());
       return out;

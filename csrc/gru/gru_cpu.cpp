@@ -95,7 +95,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
     small_gemm_nt<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
                             Gx.data_ptr<scalar_t>(), defined(b_ih));
-  } else if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+  } else if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t(), T * B),
                                   Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih))) {
     Gx = defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
@@ -103,7 +103,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   // W_hh^T packed once per call for the per-step GEMMs; a short call (a decoder's step with a
   // beam) streams W_hh instead of packing it.
   const bool few_rows = T * B <= kSmallRows;
-  at::Tensor whhT = (B <= kSmallBatch || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());
+  at::Tensor whhT = (B <= kSmallBatch || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
   at::Tensor y = at::full({T, B, H}, nan, opts);
   at::Tensor HN = at::empty({needs_grad ? T : 1, B, H}, opts);
   at::Tensor Gh = at::empty({B, 3 * H}, opts);
@@ -197,7 +197,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   dh_buf[0].copy_(dhT);
   const bool small = B <= kSmallBatch;
   at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();  // [H,3H] for the GEMV
-  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh);  // for dGh_t W_hh
+  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh, T * B);  // for dGh_t W_hh
 
   const scalar_t* g_all = G.data_ptr<scalar_t>();
   const scalar_t* hn_all = HN.data_ptr<scalar_t>();
@@ -257,7 +257,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   at::Tensor dGx2 = dGx.view({T * B, 3 * H});
   at::Tensor dGh2 = dGh.view({T * B, 3 * H});
   at::Tensor dx = at::empty({T, B, I}, opts);
-  if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, pack_for_gemm<scalar_t>(w_ih),
+  if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, pack_for_gemm<scalar_t>(w_ih, T * B),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dGx2, w_ih).view({T, B, I});
   at::Tensor dw_ih, dw_hh;
@@ -266,8 +266,8 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
     // GEMM (the grads made row-major once) where it applies, else ATen.
     at::Tensor x2 = x.reshape({T * B, I});
     at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H});
-    at::Tensor x_p = pack_for_gemm<scalar_t>(x2);
-    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev) : at::Tensor();
+    at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 3 * H);
+    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 3 * H) : at::Tensor();
     if (x_p.defined() && h_p.defined()) {
       at::Tensor dGxT = dGx2.t().contiguous(), dGhT = dGh2.t().contiguous();
       dw_ih = at::empty({3 * H, I}, opts);

@@ -102,7 +102,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
     small_gemm_nt<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
                             G.data_ptr<scalar_t>(), has_bias);
-  } else if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t()),
+  } else if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t(), T * B),
                                   G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
     G = has_bias ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
@@ -110,7 +110,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   // W_hh^T packed once per call for the per-step GEMMs.
   // (a short call, such as a decoder's step with a beam, streams W_hh instead of packing it)
   const bool few_rows = T * B <= kSmallRows;
-  at::Tensor whhT = ((!proj && B <= kSmallBatch) || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t());
+  at::Tensor whhT = ((!proj && B <= kSmallBatch) || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
 
   at::Tensor y = at::full({T, B, P}, nan, opts);
   // Cell states: all T kept for the backward, else two buffers used in turn.
@@ -234,7 +234,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // W_hh^T packed once so the small-batch GEMV dh_{t-1} = dG_t W_hh reads contiguous rows.
   const bool small = !proj && B <= kSmallBatch;
   at::Tensor whhT = small ? w_hh.t().contiguous() : at::Tensor();
-  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh);  // for dh_{t-1} = dG_t W_hh
+  at::Tensor whh_p = small ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh, T * B);  // for dh_{t-1} = dG_t W_hh
 
   const scalar_t* g_all = G.data_ptr<scalar_t>();
   const scalar_t* c_all = cs.data_ptr<scalar_t>();
@@ -305,16 +305,16 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   at::Tensor dG2 = dG.view({T * B, 4 * H});
   at::Tensor x2 = x.reshape({T * B, I});
   at::Tensor dx = at::empty({T, B, I}, opts);
-  if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, pack_for_gemm<scalar_t>(w_ih),
+  if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, pack_for_gemm<scalar_t>(w_ih, T * B),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dG2, w_ih).view({T, B, I});
   at::Tensor dw_ih, dw_hh;
   {
     // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
     // (dG^T made row-major once) where it applies, else ATen.
-    at::Tensor x_p = pack_for_gemm<scalar_t>(x2);
+    at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 4 * H);
     at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P});
-    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev) : at::Tensor();
+    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 4 * H) : at::Tensor();
     if (x_p.defined() && h_p.defined()) {
       at::Tensor dGT = dG2.t().contiguous();
       dw_ih = at::empty({4 * H, I}, opts);

@@ -147,3 +147,44 @@ def test_few_row_calls_match_reference_and_leave_weights_alone(cell, dtype, T, B
     # At T*B = 1 the bias-initialised gate buffer must be a copy: the GEMM accumulates into it.
     for p, p0 in zip(params, before):
         assert torch.equal(p, p0)
+
+
+# --- the packed AVX-512 GEMM path (T*B >= kPackRows = 256 rows) --------------------------------
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_packed_gemm_path_outputs_and_gradients(cell, ragged):
+    # 37*7 = 259 rows (a tail past the 8-row tiles), I=320 (a K block of 256 and a tail), H=32
+    # (3H, 4H and H multiples of 32, so every GEMM that can be packed is), fp32 against fp64.
+    T, B, I, H = 37, 7, 320, 32
+    w_ih, w_hh, b_ih, b_hh = _params(cell, I, H, torch.float64, seed=7)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
+    h0 = torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5
+    c0 = torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5
+    lengths = torch.tensor([37, 30, 37, 1, 12, 37, 36]) if ragged else None
+    gy = torch.randn(T, B, H, generator=g, dtype=torch.float64)
+    if lengths is not None:
+        gy = gy * (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)
+
+    def run(dtype, fn):
+        states = (h0, c0) if cell == "lstm" else (h0,)
+        leaves = [t.to(dtype).requires_grad_() for t in (x, *states, w_ih, w_hh, b_ih, b_hh)]
+        if cell == "lstm":
+            y, (h, c) = fn(*leaves)
+            loss = (y * gy.to(dtype)).sum() + h.sum() + 0.5 * c.sum()
+        else:
+            y, h = fn(*leaves)
+            loss = (y * gy.to(dtype)).sum() + h.sum()
+        grads = torch.autograd.grad(loss, leaves)
+        return [y, h] + list(grads)
+
+    if cell == "lstm":
+        ours = run(torch.float32, lambda *a: fastrnn.ops.lstm(*a, backend="cpu", lengths=lengths))
+        ref = run(torch.float64, lambda *a: lstm_naive.lstm(*a, lengths=lengths))
+    else:
+        ours = run(torch.float32, lambda *a: fastrnn.ops.gru(*a, backend="cpu", lengths=lengths))
+        ref = run(torch.float64, lambda *a: gru_naive.gru(*a, lengths=lengths))
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * (1 + b.abs().max().item()))
