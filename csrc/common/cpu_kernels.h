@@ -54,17 +54,19 @@ at::Tensor pack_for_gemm(const at::Tensor& B, int64_t rows) {
   return at::Tensor();
 }
 
-// C[M,N] (+)= A[M,K] B[K,N] with B packed by pack_for_gemm, split over column strips.
+// C[M,N] = (accumulate ? C : bias or 0) + A[M,K] B[K,N] with B packed by pack_for_gemm, split
+// over column strips; A row-major with leading dimension lda, or with trans_a stored transposed
+// (A[m, k] at A[k * lda + m]); bias (nullable) a length-N row added to every row.
 template <typename scalar_t>
 bool fast_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const at::Tensor& Bp, scalar_t* C,
-               int64_t ldc, bool accumulate) {
+               int64_t ldc, bool accumulate, const scalar_t* bias = nullptr, bool trans_a = false) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (!Bp.defined()) return false;
     const float* b = Bp.data_ptr<float>();
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
     at::parallel_for(0, N / 32, grain, [&](int64_t s0, int64_t s1) {
-      host::gemm_f32_avx512(M, K, A, lda, b, C, ldc, accumulate, s0 * 32, s1 * 32);
+      host::gemm_f32_avx512(M, K, A, lda, b, C, ldc, accumulate, s0 * 32, s1 * 32, bias, trans_a);
     });
     return true;
   }
@@ -81,6 +83,16 @@ inline int64_t gemv_grain(int64_t macs) {
 }
 
 #if defined(FASTRNN_HAS_AVX512_GEMM)
+// The sum of v's 16 lanes, with AVX-512F shuffles only (GCC 12's _mm512_reduce_add_ps warns of
+// an uninitialised temporary inside its own header).
+__attribute__((target("avx512f"), always_inline)) inline float hsum_avx512(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_cvtss_f32(v);
+}
+
 // y[m0 + r, n:n+4] = x[m0 + r] . W[n:n+4] for r < R: one pass over the 4 rows of W for R rows
 // of x, 4R accumulators. With `prefetch`, also fetches the next 4-row block (contiguous after
 // this one), a line per row-line read here, so it is in flight before it is needed: one core's
@@ -117,11 +129,11 @@ __attribute__((target("avx512f,fma"), always_inline)) inline void gemv_block(con
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int i = 0; i < 4; ++i) y[r * N + i] = (acc ? y[r * N + i] : 0.f) + _mm512_reduce_add_ps(a[r][i]);
+    for (int i = 0; i < 4; ++i) y[r * N + i] = (acc ? y[r * N + i] : 0.f) + hsum_avx512(a[r][i]);
 }
 
 // y[m, n0:n1] (+)= x[m] . W[n] for all m < M (fp32, AVX-512).
-__attribute__((target("avx512f,fma"))) static void gemv_rows_avx512(const float* x, int64_t M, const float* w, int64_t K,
+__attribute__((target("avx512f,fma"))) inline void gemv_rows_avx512(const float* x, int64_t M, const float* w, int64_t K,
                                                               float* y, int64_t N, int64_t n0, int64_t n1, bool acc) {
   int64_t n = n0;
   for (; n + 4 <= n1; n += 4) {

@@ -88,15 +88,16 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
   // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
   at::Tensor x2 = x.reshape({T * B, I});
-  // A fresh buffer: at T*B = 1, expand(...).contiguous() would be b_ih itself, and the GEMM
-  // accumulates into it.
+  // A fresh buffer (at T*B = 1, b_ih->expand(...).contiguous() would be b_ih itself, and the
+  // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
   at::Tensor Gx = at::empty({T * B, 3 * H}, opts);
-  if (defined(b_ih)) Gx.copy_(b_ih->expand({T * B, 3 * H}));
   if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
+    if (defined(b_ih)) Gx.copy_(b_ih->expand({T * B, 3 * H}));
     small_gemm_nt<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
                             Gx.data_ptr<scalar_t>(), defined(b_ih));
   } else if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t(), T * B),
-                                  Gx.data_ptr<scalar_t>(), 3 * H, defined(b_ih))) {
+                                  Gx.data_ptr<scalar_t>(), 3 * H, false,
+                                  defined(b_ih) ? b_ih->data_ptr<scalar_t>() : nullptr)) {
     Gx = defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
   Gx = Gx.view({T, B, 3 * H});
@@ -263,17 +264,18 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   at::Tensor dw_ih, dw_hh;
   {
     // dW_ih = dGx^T X and dW_hh = dGh^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512
-    // GEMM (the grads made row-major once) where it applies, else ATen.
+    // GEMM (reading the grads as the transposed A, without a copy) where it applies, else ATen.
     at::Tensor x2 = x.reshape({T * B, I});
     at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H});
     at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 3 * H);
     at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 3 * H) : at::Tensor();
     if (x_p.defined() && h_p.defined()) {
-      at::Tensor dGxT = dGx2.t().contiguous(), dGhT = dGh2.t().contiguous();
       dw_ih = at::empty({3 * H, I}, opts);
       dw_hh = at::empty({3 * H, H}, opts);
-      fast_gemm<scalar_t>(3 * H, I, T * B, dGxT.data_ptr<scalar_t>(), T * B, x_p, dw_ih.data_ptr<scalar_t>(), I, false);
-      fast_gemm<scalar_t>(3 * H, H, T * B, dGhT.data_ptr<scalar_t>(), T * B, h_p, dw_hh.data_ptr<scalar_t>(), H, false);
+      fast_gemm<scalar_t>(3 * H, I, T * B, dGx2.data_ptr<scalar_t>(), 3 * H, x_p, dw_ih.data_ptr<scalar_t>(), I, false,
+                          nullptr, true);
+      fast_gemm<scalar_t>(3 * H, H, T * B, dGh2.data_ptr<scalar_t>(), 3 * H, h_p, dw_hh.data_ptr<scalar_t>(), H, false,
+                          nullptr, true);
     } else {
       dw_ih = at::mm(dGx2.t(), x2);
       dw_hh = at::mm(dGh2.t(), hprev);

@@ -95,15 +95,16 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   at::Tensor x2 = x.reshape({T * B, I});
   const bool has_bias = defined(b_ih) || defined(b_hh);
   at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
-  // A fresh buffer: at T*B = 1, expand(...).contiguous() could be b_ih itself, and the GEMM
-  // accumulates into it.
+  // A fresh buffer (at T*B = 1, bias.expand(...).contiguous() could be b_ih itself, and the
+  // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
   at::Tensor G = at::empty({T * B, 4 * H}, opts);
-  if (has_bias) G.copy_(bias.expand({T * B, 4 * H}));
   if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
+    if (has_bias) G.copy_(bias.expand({T * B, 4 * H}));
     small_gemm_nt<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
                             G.data_ptr<scalar_t>(), has_bias);
   } else if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t(), T * B),
-                                  G.data_ptr<scalar_t>(), 4 * H, has_bias)) {
+                                  G.data_ptr<scalar_t>(), 4 * H, false,
+                                  has_bias ? bias.data_ptr<scalar_t>() : nullptr)) {
     G = has_bias ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
   G = G.view({T, B, 4 * H});
@@ -311,16 +312,16 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   at::Tensor dw_ih, dw_hh;
   {
     // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
-    // (dG^T made row-major once) where it applies, else ATen.
+    // (reading dG as the transposed A, without a copy) where it applies, else ATen.
     at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 4 * H);
     at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P});
     at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 4 * H) : at::Tensor();
     if (x_p.defined() && h_p.defined()) {
-      at::Tensor dGT = dG2.t().contiguous();
+      const scalar_t* dg = dG2.data_ptr<scalar_t>();
       dw_ih = at::empty({4 * H, I}, opts);
       dw_hh = at::empty({4 * H, P}, opts);
-      fast_gemm<scalar_t>(4 * H, I, T * B, dGT.data_ptr<scalar_t>(), T * B, x_p, dw_ih.data_ptr<scalar_t>(), I, false);
-      fast_gemm<scalar_t>(4 * H, P, T * B, dGT.data_ptr<scalar_t>(), T * B, h_p, dw_hh.data_ptr<scalar_t>(), P, false);
+      fast_gemm<scalar_t>(4 * H, I, T * B, dg, 4 * H, x_p, dw_ih.data_ptr<scalar_t>(), I, false, nullptr, true);
+      fast_gemm<scalar_t>(4 * H, P, T * B, dg, 4 * H, h_p, dw_hh.data_ptr<scalar_t>(), P, false, nullptr, true);
     } else {
       dw_ih = at::mm(dG2.t(), x2);
       dw_hh = at::mm(dG2.t(), hprev);
