@@ -40,6 +40,11 @@ class ModelConfig:
     dropout: float = 0.0
     bidirectional: bool = True
     freeze_embeddings: bool = True  # the paper keeps the cross-lingual embeddings fixed
+    # The output layer scores each word by its (fixed, cross-lingual) embedding instead of a free
+    # [V,H] matrix: the decoder then predicts a point of the shared space, so what denoising
+    # teaches a decoder (emit what the attention reads) carries over to the other language's
+    # input from the first steps. Not in the paper (its output layer is free); see README.
+    tie_output: bool = False
 
     def validate(self):
         if self.cell not in ("gru", "lstm"):
@@ -168,22 +173,39 @@ class TorchAttentionDecoder(nn.Module):
         super().__init__()
         self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
         self.input_feeding = input_feeding
+        self.tie_embeddings = tie_embeddings
+        self.output_size = embed_dim if tie_embeddings else hidden_size   # the attentional vector's size
         self.embed = FrozenEmbedding(vocab_size, embed_dim, embeddings, freeze_embeddings, num_special)
         Cell = nn.GRUCell if cell == "gru" else nn.LSTMCell
-        in0 = embed_dim + (hidden_size if input_feeding else 0)
+        in0 = embed_dim + (self.output_size if input_feeding else 0)
         self.cells = nn.ModuleList([Cell(in0 if i == 0 else hidden_size, hidden_size) for i in range(num_layers)])
         self.attn = None if attention in (None, "none") else \
             EagerAttention(attention, hidden_size, memory_size, attention_hidden, rank)
         if self.attn is not None:
-            self.combine = nn.Linear(hidden_size + memory_size, hidden_size, bias=False)
+            self.combine = nn.Linear(hidden_size + memory_size, self.output_size, bias=False)
+        elif self.output_size != hidden_size:
+            self.combine = nn.Linear(hidden_size, self.output_size, bias=False)
+        else:
+            self.combine = None
         self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, vocab_size)
+        if tie_embeddings:
+            self.out_bias = nn.Parameter(torch.zeros(vocab_size))
+        else:
+            self.out = nn.Linear(hidden_size, vocab_size)
+
+    def project(self, o):
+        """o [...,O] -> logits [...,V]: the free output layer, or scores against the embeddings."""
+        if not self.tie_embeddings:
+            return self.out(o)
+        e = self.embed
+        table = torch.cat([e.special, e.fixed[e.num_special:]], 0) if e.freeze else e.weight
+        return F.linear(o, table, self.out_bias)
 
     def init_state(self, enc_out):
         B = enc_out.states.shape[0]
         h = enc_out.hidden[0] if self.cell == "lstm" else enc_out.hidden
         c = enc_out.hidden[1] if self.cell == "lstm" else None
-        feed = enc_out.states.new_zeros(B, self.hidden_size)
+        feed = enc_out.states.new_zeros(B, self.output_size)
         kp = self.attn.project_keys(enc_out.states) if self.attn is not None else enc_out.states
         return TorchState(h, c, feed, enc_out.states, kp, enc_out.mask)
 
@@ -205,14 +227,14 @@ class TorchAttentionDecoder(nn.Module):
             att_vec = torch.tanh(self.combine(torch.cat([ctx, top], -1)))
         else:
             w = st.mask.new_zeros(st.mask.shape, dtype=top.dtype)
-            att_vec = top
+            att_vec = top if self.combine is None else torch.tanh(self.combine(top))
         att_vec = self.drop(att_vec)
         new = TorchState(torch.stack(hs), torch.stack(cs) if cs else None, att_vec, st.keys, st.key_proj, st.mask)
         return att_vec, new, w
 
     def step(self, tokens, state):
         att_vec, state, w = self._step(self.drop(self.embed(tokens)), state)
-        return self.out(att_vec), state, w
+        return self.project(att_vec), state, w
 
     def forward(self, tgt_in, enc_out):
         st = self.init_state(enc_out)
@@ -223,7 +245,7 @@ class TorchAttentionDecoder(nn.Module):
             vecs.append(v)
             ws.append(w)
         # one output projection over all steps: the vocabulary matmul dominates otherwise
-        return self.out(torch.stack(vecs, 1)), torch.stack(ws, 1)
+        return self.project(torch.stack(vecs, 1)), torch.stack(ws, 1)
 
 
 def _max_lens(lengths, a, b):
@@ -367,7 +389,8 @@ class UNMT(nn.Module):
             lang: Dec(dec_vocabs[lang], embed_dim, cfg.hidden, cfg.hidden, num_layers=cfg.layers, cell=cfg.cell,
                       attention=att, input_feeding=cfg.input_feeding, dropout=cfg.dropout,
                       embeddings=None if dec_embeddings is None else dec_embeddings[lang],
-                      freeze_embeddings=cfg.freeze_embeddings, num_special=NUM_SPECIAL, padding_idx=PAD, **kw)
+                      freeze_embeddings=cfg.freeze_embeddings, num_special=NUM_SPECIAL,
+                      tie_embeddings=cfg.tie_output, padding_idx=PAD, **kw)
             for lang in self.langs})
 
     def loss(self, src, src_len, tgt_lang, tgt, tgt_len):

@@ -128,11 +128,12 @@ def test_vocab_round_trip_unknown_words_and_joint_ids(work):
     assert en.decode([U.UNK], ["d1", "Zürich", "d2"], attn) == ["Zürich"]
 
 
+@pytest.mark.parametrize("tie", [False, True], ids=["free-output", "tied-output"])
 @pytest.mark.parametrize("attention", ["general", "dot", "low_rank", "additive", "none"])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_torch_decoder_step_matches_teacher_forcing(cell, attention):
+def test_torch_decoder_step_matches_teacher_forcing(cell, attention, tie):
     torch.manual_seed(0)
-    cfg = M.ModelConfig(cell=cell, layers=2, hidden=12, attention=attention)
+    cfg = M.ModelConfig(cell=cell, layers=2, hidden=12, attention=attention, tie_output=tie)
     m = M.UNMT(cfg, ["de", "en"], 20, {"de": 11, "en": 13}, 6, impl="torch").double().eval()
     src = torch.randint(4, 20, (3, 5))
     lens = torch.tensor([5, 2, 4])
@@ -146,6 +147,35 @@ def test_torch_decoder_step_matches_teacher_forcing(cell, attention):
         torch.testing.assert_close(at, attn[:, t])
     if attention != "none":   # padded source positions get no attention
         assert float(attn[1, :, 2:].detach().abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("attention", ["general", "none"])
+@pytest.mark.parametrize("impl", ["torch", "fastrnn"])
+def test_tied_output_scores_words_by_their_fixed_embeddings(impl, attention):
+    """--tie-output: logits = E o + b with E the decoder's (frozen) embedding table and o a
+    tanh vector of the embedding size; no free [V,H] output matrix."""
+    torch.manual_seed(2)
+    E, V = 6, 13
+    dec_emb = {"de": torch.randn(11, E), "en": torch.randn(V, E)}
+    cfg = M.ModelConfig(layers=1, hidden=10, attention=attention, tie_output=True)
+    m = M.UNMT(cfg, ["de", "en"], 20, {"de": 11, "en": V}, E, impl=impl, enc_embeddings=torch.randn(20, E),
+               dec_embeddings=dec_emb).double().eval()
+    dec = m.decoders["en"]
+    assert not any(p.shape[0] == V and p.dim() == 2 for p in dec.parameters())   # no free output matrix
+    bias = [p for n, p in dec.named_parameters() if p.shape == (V,)]
+    assert len(bias) == 1
+    with torch.no_grad():
+        bias[0].copy_(torch.randn(V))
+        src, lens = torch.randint(4, 20, (3, 5)), torch.tensor([5, 2, 4])
+        logits, _ = dec(torch.randint(4, V, (3, 4)), m.encoder(src, lens))
+    fixed = [b for n, b in dec.named_buffers() if "fixed" in n][0]
+    table = torch.cat([[p for n, p in dec.named_parameters() if "special" in n][0], fixed[-(V - U.NUM_SPECIAL):]])
+    # the special rows are learned, the rest are the given embeddings, unchanged
+    torch.testing.assert_close(table[U.NUM_SPECIAL:], dec_emb["en"][U.NUM_SPECIAL:].double())
+    rhs = (logits - bias[0]).reshape(-1, V).T                      # [V, B*T]
+    o = torch.linalg.lstsq(table, rhs).solution                    # [E, B*T]
+    torch.testing.assert_close(table @ o, rhs)                     # in the span of the embeddings (V > E)
+    assert float(o.abs().max()) <= 1.0 + 1e-9                      # a tanh vector
 
 
 def test_torch_beam_size_one_equals_greedy():
@@ -271,7 +301,8 @@ def test_perfect_hypotheses_score_100():
 
 # ----------------------------------------------------------------------------- fastrnn blocks
 
-def test_fastrnn_impl_trains_through_the_public_blocks(work, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--tie-output", "--embed-rms", "1"]], ids=["paper", "tied-rms1"])
+def test_fastrnn_impl_trains_through_the_public_blocks(work, tmp_path, monkeypatch, extra):
     """--impl fastrnn goes through fastrnn.Encoder/AttentionDecoder/greedy_decode. Where this
     fastrnn does not have them yet, a STAND-IN (test-only) takes their place, so the training
     loop's use of those names is still exercised; the real blocks take over once they exist."""
@@ -284,9 +315,15 @@ def test_fastrnn_impl_trains_through_the_public_blocks(work, tmp_path, monkeypat
     # the compiled CPU kernels when built, else the reference: never Triton's interpreter, too slow for a
     # training loop (the kernels have their own tests)
     backend = "cpu" if "cpu" in fastrnn.backends.available() else "reference"
-    tr = T.Trainer(tiny_config(work, str(tmp_path / "f"), "--steps", "1", "--backend", backend, impl="fastrnn"),
-                   log=lambda *a: None)
+    tr = T.Trainer(tiny_config(work, str(tmp_path / "f"), "--steps", "1", "--backend", backend, *extra,
+                               impl="fastrnn"), log=lambda *a: None)
     assert isinstance(tr.model.encoder, fastrnn.Encoder)
+    if extra:   # the fixed tables scaled to a coordinate RMS of 1, directions unchanged
+        fixed = tr.model.encoder.embed.fixed
+        assert abs(float(fixed.pow(2).mean().sqrt()) - 1.0) < 0.05
+        _, joint, _ = U.build_vocabs(work, "de", "en", tr.cfg.max_vocab, False)
+        cos = torch.nn.functional.cosine_similarity(fixed, joint[U.NUM_SPECIAL:], dim=1)
+        assert float(cos.min()) > 1 - 1e-5
     hist = tr.fit(progress=False)
     assert len(hist) == 1 and all(v == v for v in hist[-1].values())   # no NaN
 
