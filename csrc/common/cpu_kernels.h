@@ -83,13 +83,16 @@ inline int64_t gemv_grain(int64_t macs) {
 }
 
 #if defined(FASTRNN_HAS_AVX512_GEMM)
-// The sum of v's 16 lanes, with AVX-512F shuffles only (GCC 12's _mm512_reduce_add_ps warns of
-// an uninitialised temporary inside its own header).
+// The sum of v's 16 lanes. GCC 12's unmasked shuffles (and _mm512_reduce_add_ps built on them)
+// pass _mm512_undefined_ps() as the merge source and warn -Wmaybe-uninitialized inside its own
+// header; the masked forms with an all-ones mask and an explicit source are the same
+// instructions without the undefined operand.
 __attribute__((target("avx512f"), always_inline)) inline float hsum_avx512(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+  constexpr __mmask16 all = 0xFFFF;
+  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, all, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, all, v, _MM_SHUFFLE(2, 3, 0, 1)));
   return _mm512_cvtss_f32(v);
 }
 

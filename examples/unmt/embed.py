@@ -24,20 +24,23 @@ NUMERAL = r"\d+([.,]\d+)?"
 
 
 # --------------------------------------------------------------------------- embeddings
-def train_skipgram(corpus: Path, dim: int = 300, min_count: int = 3, window: int = 5,
+def train_skipgram(corpus: Path | list[Path], dim: int = 300, min_count: int = 3, window: int = 5,
                    epochs: int = 10, seed: int = 0) -> tuple[list[str], torch.Tensor]:
-    """gensim skip-gram (DATA.md: fastText's subwords hurt the mapping on this corpus)."""
+    """gensim skip-gram (DATA.md: fastText's subwords hurt the mapping on this corpus) on the
+    lines of one file or of several, concatenated."""
+    corpora = [corpus] if isinstance(corpus, Path) else list(corpus)
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
 
     class Bar(CallbackAny2Vec):
         def __init__(self):
-            self.bar = tqdm(total=epochs, desc=f"skip-gram {corpus.name}", unit="epoch")
+            self.bar = tqdm(total=epochs, desc=f"skip-gram {'+'.join(c.name for c in corpora)}",
+                            unit="epoch")
 
         def on_epoch_end(self, model):
             self.bar.update(1)
 
-    sentences = [line.split() for line in read_lines(corpus)]
+    sentences = [line.split() for c in corpora for line in read_lines(c)]
     bar = Bar()
     model = Word2Vec(sentences, vector_size=dim, sg=1, min_count=min_count, window=window,
                      negative=10, sample=1e-4, epochs=epochs, workers=2, seed=seed,
@@ -167,22 +170,35 @@ def retrieve_words(xw, zw, q, csls_k, topn=5):
 
 
 # --------------------------------------------------------------------------- the step
+def _cached_corpora(path: Path) -> list[str]:
+    """The text files a cached w2v.<l>.pt was trained on (older files: the mono text alone)."""
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    lang = path.name.split(".")[1]
+    return obj.get("corpora", [f"mono.{lang}.tok"])
+
+
 def embed(pair: str, work: Path, args) -> None:
     src, tgt = check_pair(pair)
     d, e = data_dir(work), emb_dir(work)
     dev = device()
     times = {}
+    corpora = {}
     for lang in (src, tgt):
         out = e / f"w2v.{lang}.pt"
-        if outputs_done([out], args.force):
-            continue
         corpus = d / f"mono.{lang}.tok"
         if not corpus.is_file():
             raise SystemExit(f"{corpus} is missing: run `unmt.py prepare --pair {pair}` first")
+        # `extra-text` wrote out-of-domain text for the embeddings only
+        files = [corpus] + [p for p in [d / f"extra.{lang}.tok"] if p.is_file()]
+        corpora[lang] = [p.name for p in files]
+        if outputs_done([out], args.force) and _cached_corpora(out) == corpora[lang]:
+            continue
         t, cpu = time.perf_counter(), time.process_time()
-        words, vectors = train_skipgram(corpus, args.dim, args.min_count, args.window,
+        words, vectors = train_skipgram(files, args.dim, args.min_count, args.window,
                                         args.epochs, args.seed)
-        save_torch(out, {"words": words, "vectors": vectors})
+        save_torch(out, {"words": words, "vectors": vectors, "corpora": corpora[lang]})
+        for stale in [e / f"mapped.{l}.pt" for l in (src, tgt)] + [e / "mapping.json", e / "bli.json"]:
+            stale.unlink(missing_ok=True)     # built from other embeddings
         times[f"skipgram_{lang}_s"] = time.perf_counter() - t
         times[f"skipgram_{lang}_cpu_s"] = time.process_time() - cpu
         print(f"embed: {lang}: {len(words)} words, {times[f'skipgram_{lang}_s']:.0f} s")
@@ -208,7 +224,7 @@ def embed(pair: str, work: Path, args) -> None:
         save_torch(mapped[1], {"words": tw, "vectors": zw.cpu()})
         write_json(e / "mapping.json", {
             "init": args.init, "init_pairs": len(init[0]), "init_s": init_s, "mapping_s": map_s,
-            "mapping_cpu_s": map_cpu,
+            "mapping_cpu_s": map_cpu, "corpora": corpora,
             "device": str(dev), "cutoff": args.cutoff, "early_cutoff": args.early_cutoff,
             "iterations": len(history), "final_dictionary": len(si), "history": history,
             **times})

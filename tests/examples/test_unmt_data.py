@@ -161,3 +161,67 @@ def test_pipeline_end_to_end(prepared, capsys):
     assert res["all_refs"]["references"] == 4
     out = capsys.readouterr().out
     assert "BLEU" in out and "chrF" in out
+
+
+def _help_pages(root, n=24):
+    """A LibreOffice-help-like tree: the same page paths in de and en-US, every paragraph
+    tagged with its page number and language."""
+    for code, lang in (("de", "de"), ("en-US", "en")):
+        for i in range(n):
+            page = root / code / "text" / "shared" / f"page{i}.html"
+            page.parent.mkdir(parents=True, exist_ok=True)
+            body = "".join(f'<p id="par_id{i}{k}" class="paragraph">x{lang}p{i} wort{k} eins zwei drei</p>'
+                           for k in range(4))
+            page.write_text(f'<html><head><script>var notText = "x{lang}p{i} script";</script></head>'
+                            f'<body><h1 id="hd_id{i}">x{lang}p{i} the heading here</h1>{body}'
+                            f'<p id="par_short{i}">too short</p><p>x{lang}p{i} no id, not help text</p>'
+                            f'</body></html>', encoding="utf-8")
+
+
+def test_extra_text_takes_disjoint_halves_and_feeds_the_embeddings(prepared, tmp_path):
+    import shutil
+    import zlib
+
+    import embed
+    import extra_text
+    import unmt
+    work = tmp_path / "work"
+    shutil.copytree(prepared / "data", work / "data")
+    help_dir = tmp_path / "help"
+    _help_pages(help_dir)
+    meta = extra_text.extra_text("de-en", work, help_dir=str(help_dir))
+    pages = {}
+    for lang in ("de", "en"):
+        lines = common.read_lines(work / "data" / f"extra.{lang}.tok")
+        assert lines and all("script" not in s and "no id" not in s and s != "too short" for s in lines)
+        pages[lang] = {int(t[len(f"x{lang}p"):]) for s in lines for t in s.split() if t.startswith(f"x{lang}p")}
+        assert meta["counts"][lang]["paragraphs"] == len(lines) == 5 * len(pages[lang])
+    assert not pages["de"] & pages["en"]                         # no page on both sides
+    assert pages["de"] | pages["en"] == set(range(24))
+    assert pages["de"] == {i for i in range(24) if zlib.crc32(f"shared/page{i}.html".encode()) % 2}
+
+    args = unmt.build_parser().parse_args(
+        ["embed", "--pair", "de-en", "--work", str(work), "--dim", "16", "--epochs", "1", "--min-count", "1",
+         "--init", "identical", "--cutoff", "300", "--early-cutoff", "150", "--patience", "1", "--max-iter", "5",
+         "--dict", str(tmp_path / "none.txt")])
+    (tmp_path / "none.txt").write_text("a\tb\n")
+    embed.embed("de-en", work, args)
+    words, _ = common.load_mapped(work / "emb" / "mapped.de.pt")
+    assert {f"xdep{i}" for i in pages["de"]} <= set(words)        # the extra text reached the embeddings
+    assert embed._cached_corpora(work / "emb" / "w2v.de.pt") == ["mono.de.tok", "extra.de.tok"]
+    # without the extra text the cached embeddings no longer match their inputs: retrained
+    (work / "data" / "extra.de.tok").unlink()
+    embed.embed("de-en", work, args)
+    words, _ = common.load_mapped(work / "emb" / "mapped.de.pt")
+    assert not any(w.startswith("xdep") for w in words)
+    assert embed._cached_corpora(work / "emb" / "w2v.de.pt") == ["mono.de.tok"]
+
+
+def test_extra_text_needs_prepared_data_and_a_help_source(tmp_path):
+    import extra_text
+    with pytest.raises(SystemExit, match="prepare"):
+        extra_text.extra_text("de-en", tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--help-dir"):
+        extra_text.extra_text("de-en", tmp_path, help_dir=str(tmp_path / "nothing"))

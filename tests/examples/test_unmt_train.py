@@ -393,3 +393,10 @@ def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
     assert nmt.main(["reproduce", "--preset", "demo", "--skip-data", "--no-speed", "--work", work, "--out", out,
                      "--train-args", flags]) == 0
     assert os.path.getmtime(os.path.join(out, "de-en", "backtrans", "model.pt")) == mtime
+
+
+def test_reproduce_pairs_must_belong_to_the_preset(work, tmp_path):
+    import nmt
+    with pytest.raises(SystemExit, match="preset demo has de-en"):
+        nmt.main(["reproduce", "--preset", "demo", "--pairs", "fr-en", "--skip-data", "--work", work,
+                  "--out", str(tmp_path / "x")])
