@@ -400,3 +400,20 @@ def test_reproduce_pairs_must_belong_to_the_preset(work, tmp_path):
     with pytest.raises(SystemExit, match="preset demo has de-en"):
         nmt.main(["reproduce", "--preset", "demo", "--pairs", "fr-en", "--skip-data", "--work", work,
                   "--out", str(tmp_path / "x")])
+
+
+def test_reproduce_applies_the_presets_per_row_time_budget(work, tmp_path, monkeypatch):
+    import json
+    import nmt
+    import reproduce
+    for a, b in (("de", "en"), ("en", "de")):
+        os.makedirs(os.path.join(work, "baseline"), exist_ok=True)
+        with open(os.path.join(work, "baseline", f"{a}-{b}.json"), "w") as f:
+            json.dump({"primary": {"bleu": 1.0, "chrf": 10.0}}, f)
+    monkeypatch.setitem(reproduce.PRESETS, "demo", dict(reproduce.PRESETS["demo"], row_time={"backtrans": 0.001}))
+    out = str(tmp_path / "demo")
+    flags = " ".join(TINY + ["--impl", "torch", "--steps", "3", "--save-every", "1"])   # no --max-time here
+    assert nmt.main(["reproduce", "--preset", "demo", "--skip-data", "--no-speed", "--work", work, "--out", out,
+                     "--train-args", flags]) == 0
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert res["scores"]["de-en"]["backtrans"]["steps"] == 1     # stopped by the row's budget, not --steps
