@@ -198,8 +198,10 @@ class TorchAttentionDecoder(nn.Module):
         if not self.tie_embeddings:
             return self.out(o)
         e = self.embed
-        table = torch.cat([e.special, e.fixed[e.num_special:]], 0) if e.freeze else e.weight
-        return F.linear(o, table, self.out_bias)
+        if not e.freeze:
+            return F.linear(o, e.weight, self.out_bias)
+        # two products instead of concatenating a [V,E] table on every step (as fastrnn does)
+        return torch.cat([F.linear(o, e.special), F.linear(o, e.fixed[e.num_special:])], -1) + self.out_bias
 
     def init_state(self, enc_out):
         B = enc_out.states.shape[0]
