@@ -5,10 +5,6 @@
 #include <cstdint>
 #if !defined(__CUDACC__)
 #include <cstring>
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define FASTRNN_HAS_AVX512_GEMM 1
-#endif
 #endif
 
 #if defined(__CUDACC__)
@@ -161,93 +157,6 @@ FASTRNN_ISA_CLONES static inline double dot(const double* a, const double* b, in
   for (int64_t k = 0; k < n; ++k) s += a[k] * b[k];
   return s;
 }
-
-
-#if defined(FASTRNN_HAS_AVX512_GEMM)
-// One R x 32 tile of C: (C or bias or 0) + A[R rows, K] B[K, 32-column strip], 2R accumulators;
-// per k, two strip loads and R broadcasts of A feed 2R FMAs. A[r, k] is A[r * lda + k], or with
-// TransA A[k * lda + r] (A stored transposed: the R values of a k are adjacent).
-template <int R, bool TransA>
-__attribute__((target("avx512f,fma"), always_inline)) inline void gemm_tile_f32(int64_t K, const float* A,
-                                                                                 int64_t lda, const float* b,
-                                                                                 float* c, int64_t ldc, bool acc,
-                                                                                 const float* bias) {
-  __m512 c0[R], c1[R];
-  const __m512 i0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-  const __m512 i1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-  for (int r = 0; r < R; ++r) {
-    c0[r] = acc ? _mm512_loadu_ps(c + r * ldc) : i0;
-    c1[r] = acc ? _mm512_loadu_ps(c + r * ldc + 16) : i1;
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b + k * 32), b1 = _mm512_loadu_ps(b + k * 32 + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 x = _mm512_set1_ps(TransA ? A[k * lda + r] : A[r * lda + k]);
-      c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
-      c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    _mm512_storeu_ps(c + r * ldc, c0[r]);
-    _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
-  }
-}
-
-template <bool TransA>
-__attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512_impl(int64_t M, int64_t K, const float* A,
-                                                                         int64_t lda, const float* B, float* C,
-                                                                         int64_t ldc, bool accumulate, int64_t n0,
-                                                                         int64_t n1, const float* bias) {
-  constexpr int64_t kRowBlock = 96, kDepth = 256;
-  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-    const int64_t kc = K - k0 < kDepth ? K - k0 : kDepth;
-    const bool acc = accumulate || k0 > 0;
-    for (int64_t mb = 0; mb < M; mb += kRowBlock) {
-      const int64_t me = mb + kRowBlock < M ? mb + kRowBlock : M;
-      for (int64_t n = n0; n < n1; n += 32) {
-        const float* b = B + n * K + k0 * 32;  // strip n / 32, from row k0
-        const float* bn = bias && !acc ? bias + n : nullptr;
-        auto a = [&](int64_t m) { return TransA ? A + k0 * lda + m : A + m * lda + k0; };
-        int64_t m = mb;
-        for (; m + 8 <= me; m += 8) gemm_tile_f32<8, TransA>(kc, a(m), lda, b, C + m * ldc + n, ldc, acc, bn);
-        for (; m + 4 <= me; m += 4) gemm_tile_f32<4, TransA>(kc, a(m), lda, b, C + m * ldc + n, ldc, acc, bn);
-        for (; m < me; ++m) gemm_tile_f32<1, TransA>(kc, a(m), lda, b, C + m * ldc + n, ldc, acc, bn);
-      }
-    }
-  }
-}
-
-// C[M, n0:n1] = (accumulate ? C : bias or 0) + A[M, K] B[K, n0:n1] in fp32: C row-major, A
-// row-major (A[m, k] at A[m * lda + k]) or, with trans_a, stored transposed (A[k * lda + m]: a
-// gradient's dG^T without making it contiguous), B packed by pack_strips (n0, n1 multiples of
-// 32), bias (nullable) a row added to every row of C. Register-blocked for the RNN GEMMs (about
-// 100 GFLOP/s a core on the dev machine's Zen 4, MKL's at::mm 76-95): 8 x 32 tiles of C in 16 accumulators; K in blocks of
-// 256 so a strip's block (32 KB) stays in L1 while 96-row blocks of A, in L2, pass. Each k is
-// summed in order, so the result does not depend on the blocking or on the thread split.
-__attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512(int64_t M, int64_t K, const float* A,
-                                                                    int64_t lda, const float* B, float* C,
-                                                                    int64_t ldc, bool accumulate, int64_t n0,
-                                                                    int64_t n1, const float* bias = nullptr,
-                                                                    bool trans_a = false) {
-  if (trans_a)
-    gemm_f32_avx512_impl<true>(M, K, A, lda, B, C, ldc, accumulate, n0, n1, bias);
-  else
-    gemm_f32_avx512_impl<false>(M, K, A, lda, B, C, ldc, accumulate, n0, n1, bias);
-}
-
-// Packs B[k, n] = src[k * rs + n * cs] (k < K, n < N, N a multiple of 32) into 32-column strips.
-inline void pack_strips(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, float* out) {
-  for (int64_t s = 0; s < N; s += 32)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t c = 0; c < 32; ++c) *out++ = src[k * rs + (s + c) * cs];
-}
-
-inline bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-  return has;
-}
-#endif
 
 }  // namespace host
 #endif  // !__CUDACC__

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "common/cell_math.h"
+#include "common/cpu_gemm.h"
 
 namespace fastrnn {
 namespace cpu {
@@ -46,7 +47,13 @@ at::Tensor pack_for_gemm(const at::Tensor& B, int64_t rows) {
     const int64_t K = B.size(0), N = B.size(1);
     if (rows >= kPackRows && N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
       at::Tensor out = at::empty({K * N}, B.options());
-      host::pack_strips(B.data_ptr<float>(), B.stride(0), B.stride(1), K, N, out.data_ptr<float>());
+      const float* src = B.data_ptr<float>();
+      float* dst = out.data_ptr<float>();
+      // in parallel over the strips (the backward packs x and h_{t-1}: 2 MB each for an LSTM
+      // at T*B = 2048, H = 256)
+      at::parallel_for(0, N / 32, std::max<int64_t>(1, 16384 / K), [&](int64_t s0, int64_t s1) {
+        host::pack_strips(src, B.stride(0), B.stride(1), K, s0 * 32, s1 * 32, dst);
+      });
       return out;
     }
   }

@@ -151,13 +151,11 @@ def test_few_row_calls_match_reference_and_leave_weights_alone(cell, dtype, T, B
 
 # --- the packed AVX-512 GEMM path (T*B >= kPackRows = 256 rows) --------------------------------
 
-@needs_cpu
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("ragged", [False, True])
-def test_packed_gemm_path_outputs_and_gradients(cell, ragged):
-    # 37*7 = 259 rows (a tail past the 8-row tiles), I=320 (a K block of 256 and a tail), H=32
-    # (3H, 4H and H multiples of 32, so every GEMM that can be packed is), fp32 against fp64.
-    T, B, I, H = 37, 7, 320, 32
+def _packed_case(cell, H, ragged):
+    """fastrnn's cpu kernel (fp32) and the naive reference (fp64) on one packed-path problem:
+    each returns [y, h_T, grads of x, states, weights and biases] for the same loss."""
+    # 37*7 = 259 rows (a tail past the 8-row tiles), I=320 (a K block of 256 and a tail)
+    T, B, I = 37, 7, 320
     w_ih, w_hh, b_ih, b_hh = _params(cell, I, H, torch.float64, seed=7)
     g = torch.Generator().manual_seed(8)
     x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
@@ -180,11 +178,43 @@ def test_packed_gemm_path_outputs_and_gradients(cell, ragged):
         grads = torch.autograd.grad(loss, leaves)
         return [y, h] + list(grads)
 
-    if cell == "lstm":
-        ours = run(torch.float32, lambda *a: fastrnn.ops.lstm(*a, backend="cpu", lengths=lengths))
-        ref = run(torch.float64, lambda *a: lstm_naive.lstm(*a, lengths=lengths))
-    else:
-        ours = run(torch.float32, lambda *a: fastrnn.ops.gru(*a, backend="cpu", lengths=lengths))
-        ref = run(torch.float64, lambda *a: gru_naive.gru(*a, lengths=lengths))
-    for a, b in zip(ours, ref):
+    op, naive = (fastrnn.ops.lstm, lstm_naive.lstm) if cell == "lstm" else (fastrnn.ops.gru, gru_naive.gru)
+    ours = lambda: run(torch.float32, lambda *a: op(*a, backend="cpu", lengths=lengths))  # noqa: E731
+    ref = lambda: run(torch.float64, lambda *a: naive(*a, lengths=lengths))  # noqa: E731
+    return ours, ref
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("H", [32, 96])
+def test_packed_gemm_path_outputs_and_gradients(cell, ragged, H):
+    # H a multiple of 32 (3H, 4H and H too, so every GEMM that can be packed is; at H=96 the
+    # weight grads' transposed A is packed in a 96-row block and 8-row panels), fp32 against fp64.
+    ours, ref = _packed_case(cell, H, ragged)
+    for a, b in zip(ours(), ref()):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * (1 + b.abs().max().item()))
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_packed_gemm_path_same_result_on_any_thread_count(cell, threads):
+    # The suite runs on one thread (conftest); here the GEMMs' column strips, the cells and the
+    # packing split over 2 and 3 threads (each thread packing its own panels of a transposed A).
+    # Each sum runs over k in the same order however the work is split, so everything but the
+    # bias grads (ATen's sum over T*B rows) is bit for bit the one-thread result.
+    ours, _ = _packed_case(cell, 96, ragged=True)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ours()
+        torch.set_num_threads(threads)
+        many = ours()
+    finally:
+        torch.set_num_threads(n)
+    for i, (a, b) in enumerate(zip(many, one)):
+        if i >= len(one) - 2:   # db_ih, db_hh
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        else:
+            assert torch.equal(a, b), f"output {i} differs between {threads} threads and one"

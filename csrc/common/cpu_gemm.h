@@ -1,0 +1,156 @@
+// The packed fp32 AVX-512 GEMM of the CPU recurrent kernels (host code only; the front end that
+// packs, splits over threads and falls back to ATen is in cpu_kernels.h).
+//
+// C[M, n0:n1] = (C or bias or 0) + A[M, K] B[K, n0:n1]: B packed once into 32-column strips
+// (pack_strips), C row-major, A row-major or stored transposed (a gradient's dG^T read in place).
+// Register-blocked for the RNN GEMMs: 8 x 32 tiles of C in 16 accumulators, about 100 GFLOP/s a
+// core on the dev machine's Zen 4 (MKL's at::mm 76-95); K in blocks of 256 so that a strip's
+// block (32 KB) stays in L1 while 96-row blocks of A, in L2, pass. Each k is summed in order, so
+// the result does not depend on the blocking or on the thread split.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FASTRNN_HAS_AVX512_GEMM 1
+#endif
+
+namespace fastrnn {
+namespace host {
+
+#if defined(FASTRNN_HAS_AVX512_GEMM)
+// One R x 32 tile of C: (C or bias or 0) + A[R rows, K] B[K, 32-column strip], 2R accumulators;
+// per k, two strip loads and R broadcasts of A feed 2R FMAs. A[r, k] is A[r * lda + k], or with
+// TransA A[k * lda + r] (the R values of a k adjacent: the packed panels of a transposed A).
+template <int R, bool TransA>
+__attribute__((target("avx512f,fma"), always_inline)) inline void gemm_tile_f32(int64_t K, const float* A,
+                                                                                 int64_t lda, const float* b,
+                                                                                 float* c, int64_t ldc, bool acc,
+                                                                                 const float* bias) {
+  __m512 c0[R], c1[R];
+  const __m512 i0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+  const __m512 i1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+  for (int r = 0; r < R; ++r) {
+    c0[r] = acc ? _mm512_loadu_ps(c + r * ldc) : i0;
+    c1[r] = acc ? _mm512_loadu_ps(c + r * ldc + 16) : i1;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * 32), b1 = _mm512_loadu_ps(b + k * 32 + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 x = _mm512_set1_ps(TransA ? A[k * lda + r] : A[r * lda + k]);
+      c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(c + r * ldc, c0[r]);
+    _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
+  }
+}
+
+// The tiles of rows [m0, m1) of C for one strip: 8-row tiles, then 4, then 1. a(m) gives the
+// tile's A and its lda.
+template <bool TransA, typename APtr>
+__attribute__((target("avx512f,fma"), always_inline)) inline void gemm_rows_f32(int64_t m0, int64_t m1, int64_t kc,
+                                                                                 const APtr& a, const float* b,
+                                                                                 float* C, int64_t ldc, bool acc,
+                                                                                 const float* bias) {
+  int64_t m = m0;
+  for (; m + 8 <= m1; m += 8) gemm_tile_f32<8, TransA>(kc, a(m), a.stride(m), b, C + m * ldc, ldc, acc, bias);
+  for (; m + 4 <= m1; m += 4) gemm_tile_f32<4, TransA>(kc, a(m), a.stride(m), b, C + m * ldc, ldc, acc, bias);
+  for (; m < m1; ++m) gemm_tile_f32<1, TransA>(kc, a(m), a.stride(m), b, C + m * ldc, ldc, acc, bias);
+}
+
+constexpr int64_t kGemmRowBlock = 96, kGemmDepth = 256;
+
+// A transposed block (A[m, k] at src[k * lda + m], m in [0, rows), k in [0, kc)) copied into
+// panels of 8 rows, each k-major: panel g holds rows [8g, 8g + w) as dst[g * 8 * kc + k * w + r]
+// with w = min(8, rows - 8g). The GEMM's tiles then read 32 contiguous bytes per k where they
+// read one line per k of the source, lda * 4 bytes apart (16 KB for an LSTM's dG at H=1024:
+// a page, and a TLB miss, per k). Measured on the idle dev machine, an LSTM's dW = dG^T X at
+// T*B = 2048, 4H = 1024, I = 256: 11.96 -> 10.59 ms on one thread (dx = dG W_ih, the same FLOPs
+// with A row-major: 10.65), 6.52 -> 5.68 ms on two.
+inline void pack_trans_panels(const float* src, int64_t lda, int64_t rows, int64_t kc, float* dst) {
+  for (int64_t g = 0; g * 8 < rows; ++g) {
+    const int64_t w = rows - 8 * g < 8 ? rows - 8 * g : 8;
+    float* d = dst + g * 8 * kc;
+    const float* s = src + 8 * g;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t r = 0; r < w; ++r) d[k * w + r] = s[k * lda + r];
+  }
+}
+
+template <bool TransA>
+__attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512_impl(int64_t M, int64_t K, const float* A,
+                                                                         int64_t lda, const float* B, float* C,
+                                                                         int64_t ldc, bool accumulate, int64_t n0,
+                                                                         int64_t n1, const float* bias) {
+  // The transposed A's panels, one block at a time, per thread (the threads split the strips).
+  thread_local std::vector<float> panels;
+  if (TransA && panels.size() < size_t(kGemmRowBlock * kGemmDepth)) panels.resize(kGemmRowBlock * kGemmDepth);
+  for (int64_t k0 = 0; k0 < K; k0 += kGemmDepth) {
+    const int64_t kc = K - k0 < kGemmDepth ? K - k0 : kGemmDepth;
+    const bool acc = accumulate || k0 > 0;
+    for (int64_t mb = 0; mb < M; mb += kGemmRowBlock) {
+      const int64_t me = mb + kGemmRowBlock < M ? mb + kGemmRowBlock : M;
+      if (TransA) pack_trans_panels(A + k0 * lda + mb, lda, me - mb, kc, panels.data());
+      struct {
+        const float* A;
+        int64_t lda, mb, me, k0, kc;
+        const float* p;
+        // Row m's first element (its tile starts there) and the stride to its next k (TransA) or
+        // next row: in panel (m - mb) / 8 for a transposed A.
+        const float* operator()(int64_t m) const {
+          if (!TransA) return A + m * lda + k0;
+          const int64_t g = (m - mb) / 8;
+          return p + g * 8 * kc + (m - mb - 8 * g);
+        }
+        int64_t stride(int64_t m) const {
+          if (!TransA) return lda;
+          const int64_t g = (m - mb) / 8;
+          return me - mb - 8 * g < 8 ? me - mb - 8 * g : 8;
+        }
+      } a{A, lda, mb, me, k0, kc, panels.data()};
+      for (int64_t n = n0; n < n1; n += 32) {
+        const float* b = B + n * K + k0 * 32;  // strip n / 32, from row k0
+        const float* bn = bias && !acc ? bias + n : nullptr;
+        gemm_rows_f32<TransA>(mb, me, kc, a, b, C + n, ldc, acc, bn);
+      }
+    }
+  }
+}
+
+// C[M, n0:n1] = (accumulate ? C : bias or 0) + A[M, K] B[K, n0:n1] in fp32: C row-major, A
+// row-major (A[m, k] at A[m * lda + k]) or, with trans_a, stored transposed (A[k * lda + m]),
+// B packed by pack_strips (n0, n1 multiples of 32), bias (nullable) a row added to every row.
+__attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512(int64_t M, int64_t K, const float* A,
+                                                                    int64_t lda, const float* B, float* C,
+                                                                    int64_t ldc, bool accumulate, int64_t n0,
+                                                                    int64_t n1, const float* bias = nullptr,
+                                                                    bool trans_a = false) {
+  if (trans_a)
+    gemm_f32_avx512_impl<true>(M, K, A, lda, B, C, ldc, accumulate, n0, n1, bias);
+  else
+    gemm_f32_avx512_impl<false>(M, K, A, lda, B, C, ldc, accumulate, n0, n1, bias);
+}
+
+// Packs columns [n0, n1) of B[k, n] = src[k * rs + n * cs] (k < K; n0, n1 multiples of 32) into
+// their 32-column strips: strip s at out + s * 32 * K, row-major within the strip.
+inline void pack_strips(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t n0, int64_t n1, float* out) {
+  for (int64_t s = n0; s < n1; s += 32) {
+    float* o = out + s * K;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < 32; ++c) *o++ = src[k * rs + (s + c) * cs];
+  }
+}
+
+inline bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+}  // namespace host
+}  // namespace fastrnn
