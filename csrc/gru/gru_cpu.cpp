@@ -120,13 +120,16 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const bool small = B <= kSmallBatch;
   const int64_t grain = pointwise_grain(B, H);
 
+  scalar_t* hs_all = masked ? hs.data_ptr<scalar_t>() : nullptr;
+  scalar_t* hn_all = HN.data_ptr<scalar_t>();
+  const scalar_t* h0p = h0.data_ptr<scalar_t>();
   for (int64_t t = 0; t < T; ++t) {
-    at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
-    const scalar_t* hp = h_prev.data_ptr<scalar_t>();
-    scalar_t* hnew = masked ? hs[t % 2].data_ptr<scalar_t>() : nullptr;
+    // This step's buffers as raw pointers (a Tensor view per buffer and step would be serial time).
+    const scalar_t* hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * H : y_all + (t - 1) * B * H);
+    scalar_t* hnew = masked ? hs_all + (t % 2) * B * H : nullptr;
     scalar_t* gt = gx_all + t * B * 3 * H;
     scalar_t* yt = y_all + t * B * H;
-    scalar_t* hn_t = HN[needs_grad ? t : 0].data_ptr<scalar_t>();
+    scalar_t* hn_t = hn_all + (needs_grad ? t : 0) * B * H;
 
     // Cell of units [j0, j1) of row b from Gx_t and Gh; Gx_t's rows become the activated r|z|n.
     auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
@@ -160,6 +163,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       if (few_rows) {
         small_gemm_nt<scalar_t>(B, 3 * H, H, hp, whh, gh, bhh != nullptr);
       } else if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, bhh != nullptr)) {
+        const at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
         if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
         else at::mm_out(Gh, h_prev, w_hh.t());
       }
@@ -209,11 +213,10 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   scalar_t* dgh_all = dGh.data_ptr<scalar_t>();
   const int64_t grain = pointwise_grain(B, H);
 
+  scalar_t* dh_all = dh_buf.data_ptr<scalar_t>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    at::Tensor dh_next = dh_buf[(T - 1 - t) % 2];
-    at::Tensor dh_prev = dh_buf[(T - t) % 2];
-    const scalar_t* dhn = dh_next.data_ptr<scalar_t>();
-    scalar_t* dhp = dh_prev.data_ptr<scalar_t>();
+    const scalar_t* dhn = dh_all + ((T - 1 - t) % 2) * B * H;  // dL/dh_t
+    scalar_t* dhp = dh_all + ((T - t) % 2) * B * H;            // dL/dh_{t-1}
     const scalar_t* gt = g_all + t * B * 3 * H;
     const scalar_t* hnt = hn_all + t * B * H;
     // h_{t-1} of a live step is y_{t-1}: masking only starts after a sequence's end.
@@ -250,7 +253,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
     } else {
       for_units(B, H, grain, cell);
       if (!fast_gemm<scalar_t>(B, H, 3 * H, dgh, 3 * H, whh_p, dhp, H, true))
-        dh_prev.addmm_(dGh[t], w_hh);
+        dh_buf[(T - t) % 2].addmm_(dGh[t], w_hh);
     }
   }
 

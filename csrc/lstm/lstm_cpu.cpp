@@ -124,21 +124,25 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
 
   scalar_t* g_all = G.data_ptr<scalar_t>();
   scalar_t* y_all = y.data_ptr<scalar_t>();
+  scalar_t* c_all = cs.data_ptr<scalar_t>();
+  scalar_t* hs_all = masked ? hs.data_ptr<scalar_t>() : nullptr;
+  scalar_t* r_all = proj ? R.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* h0p = h0.data_ptr<scalar_t>();
+  const scalar_t* c0p = c0.data_ptr<scalar_t>();
   const scalar_t* whh = w_hh.data_ptr<scalar_t>();
   const bool small = !proj && B <= kSmallBatch;
   const int64_t grain = pointwise_grain(B, H);
 
   for (int64_t t = 0; t < T; ++t) {
-    at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
-    at::Tensor c_prev = t == 0 ? c0 : cs[(needs_grad ? t - 1 : (t - 1) % 2)];
-    at::Tensor c_out = cs[needs_grad ? t : t % 2];
-    const scalar_t* hp = h_prev.data_ptr<scalar_t>();
-    const scalar_t* cp = c_prev.data_ptr<scalar_t>();
-    scalar_t* co = c_out.data_ptr<scalar_t>();
-    scalar_t* hn = masked ? hs[t % 2].data_ptr<scalar_t>() : nullptr;
+    // This step's buffers as raw pointers: a Tensor view per buffer and step (select) would be
+    // serial time in every step.
+    const scalar_t* hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * P : y_all + (t - 1) * B * P);
+    const scalar_t* cp = t == 0 ? c0p : c_all + (needs_grad ? t - 1 : (t - 1) % 2) * B * H;
+    scalar_t* co = c_all + (needs_grad ? t : t % 2) * B * H;
+    scalar_t* hn = masked ? hs_all + (t % 2) * B * P : nullptr;
     scalar_t* gt = g_all + t * B * 4 * H;
     scalar_t* yt = y_all + t * B * P;
-    scalar_t* rt = proj ? R[needs_grad ? t : 0].data_ptr<scalar_t>() : nullptr;
+    scalar_t* rt = proj ? r_all + (needs_grad ? t : 0) * B * H : nullptr;
 
     // Cell update of units [j0, j1) of row b, from pre-activations already in gt (the gate rows
     // are overwritten with the activated gates the backward reads).
@@ -175,7 +179,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       if (few_rows)
         small_gemm_nt<scalar_t>(B, 4 * H, P, hp, whh, gt, true);
       else if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT, gt, 4 * H, true))
-        G[t].addmm_(h_prev, w_hh.t());
+        G[t].addmm_(t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]), w_hh.t());
       for_units(B, H, grain, cell);
     }
 
@@ -244,11 +248,10 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   scalar_t* dc_p = dc.data_ptr<scalar_t>();
   const int64_t grain = pointwise_grain(B, H);
 
+  scalar_t* dh_all = dh_buf.data_ptr<scalar_t>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    at::Tensor dh_next = dh_buf[(T - 1 - t) % 2];
-    at::Tensor dh_prev = dh_buf[(T - t) % 2];
-    const scalar_t* dhn = dh_next.data_ptr<scalar_t>();
-    scalar_t* dhp = dh_prev.data_ptr<scalar_t>();
+    const scalar_t* dhn = dh_all + ((T - 1 - t) % 2) * B * P;  // dL/dh_t
+    scalar_t* dhp = dh_all + ((T - t) % 2) * B * P;            // dL/dh_{t-1}
     const scalar_t* gt = g_all + t * B * 4 * H;
     const scalar_t* ct = c_all + t * B * H;
     const scalar_t* cp = t == 0 ? c0.data_ptr<scalar_t>() : c_all + (t - 1) * B * H;
@@ -292,8 +295,10 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
       });
     } else {
       for_units(B, H, grain, cell);
-      if (!fast_gemm<scalar_t>(B, P, 4 * H, dgt, 4 * H, whh_p, dhp, P, false))
+      if (!fast_gemm<scalar_t>(B, P, 4 * H, dgt, 4 * H, whh_p, dhp, P, false)) {
+        at::Tensor dh_prev = dh_buf[(T - t) % 2];
         at::mm_out(dh_prev, dG[t], w_hh);
+      }
       if (masked) {
         for (int64_t b = 0; b < B; ++b)
           if (t >= len[b]) std::copy(dhn + b * P, dhn + (b + 1) * P, dhp + b * P);
