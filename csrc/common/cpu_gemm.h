@@ -138,8 +138,6 @@ __attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512(int64_t M, in
 
 // Packs columns [n0, n1) of B[k, n] = src[k * rs + n * cs] (k < K; n0, n1 multiples of 32) into
 // their 32-column strips: strip s at out + s * 32 * K, row-major within the strip.
-// Packs columns [n0, n1) of B[k, n] = src[k * rs + n * cs] (k < K; n0, n1 multiples of 32) into
-// their 32-column strips: strip s at out + s * 32 * K, row-major within the strip.
 inline void pack_strips(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t n0, int64_t n1, float* out) {
   for (int64_t s = n0; s < n1; s += 32) {
     float* o = out + s * K;
