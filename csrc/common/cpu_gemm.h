@@ -50,28 +50,15 @@ __attribute__((target("avx512f,fma"), always_inline)) inline void gemm_tile_f32(
   }
 }
 
-// The tiles of rows [m0, m1) of C for one strip: 8-row tiles, then 4, then 1. a(m) gives the
-// tile's A and its lda.
-template <bool TransA, typename APtr>
-__attribute__((target("avx512f,fma"), always_inline)) inline void gemm_rows_f32(int64_t m0, int64_t m1, int64_t kc,
-                                                                                 const APtr& a, const float* b,
-                                                                                 float* C, int64_t ldc, bool acc,
-                                                                                 const float* bias) {
-  int64_t m = m0;
-  for (; m + 8 <= m1; m += 8) gemm_tile_f32<8, TransA>(kc, a(m), a.stride(m), b, C + m * ldc, ldc, acc, bias);
-  for (; m + 4 <= m1; m += 4) gemm_tile_f32<4, TransA>(kc, a(m), a.stride(m), b, C + m * ldc, ldc, acc, bias);
-  for (; m < m1; ++m) gemm_tile_f32<1, TransA>(kc, a(m), a.stride(m), b, C + m * ldc, ldc, acc, bias);
-}
-
 constexpr int64_t kGemmRowBlock = 96, kGemmDepth = 256;
 
 // A transposed block (A[m, k] at src[k * lda + m], m in [0, rows), k in [0, kc)) copied into
 // panels of 8 rows, each k-major: panel g holds rows [8g, 8g + w) as dst[g * 8 * kc + k * w + r]
 // with w = min(8, rows - 8g). The GEMM's tiles then read 32 contiguous bytes per k where they
-// read one line per k of the source, lda * 4 bytes apart (16 KB for an LSTM's dG at H=1024:
-// a page, and a TLB miss, per k). Measured on the idle dev machine, an LSTM's dW = dG^T X at
-// T*B = 2048, 4H = 1024, I = 256: 11.96 -> 10.59 ms on one thread (dx = dG W_ih, the same FLOPs
-// with A row-major: 10.65), 6.52 -> 5.68 ms on two.
+// read one line per k of the source, lda * 4 bytes apart (4 KB for an LSTM's dG at H=256, where
+// 4H = 1024: a page, and a TLB miss, per k). Measured on the idle dev machine, an LSTM's
+// dW = dG^T X at T*B = 2048, 4H = 1024, I = 256: 11.96 -> 10.59 ms on one thread (dx = dG W_ih,
+// the same FLOPs with A row-major: 10.65), 6.52 -> 5.68 ms on two.
 inline void pack_trans_panels(const float* src, int64_t lda, int64_t rows, int64_t kc, float* dst) {
   for (int64_t g = 0; g * 8 < rows; ++g) {
     const int64_t w = rows - 8 * g < 8 ? rows - 8 * g : 8;
@@ -96,27 +83,26 @@ __attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512_impl(int64_t 
     for (int64_t mb = 0; mb < M; mb += kGemmRowBlock) {
       const int64_t me = mb + kGemmRowBlock < M ? mb + kGemmRowBlock : M;
       if (TransA) pack_trans_panels(A + k0 * lda + mb, lda, me - mb, kc, panels.data());
-      struct {
-        const float* A;
-        int64_t lda, mb, me, k0, kc;
-        const float* p;
-        // Row m's first element (its tile starts there) and the stride to its next k (TransA) or
-        // next row: in panel (m - mb) / 8 for a transposed A.
-        const float* operator()(int64_t m) const {
-          if (!TransA) return A + m * lda + k0;
-          const int64_t g = (m - mb) / 8;
-          return p + g * 8 * kc + (m - mb - 8 * g);
-        }
-        int64_t stride(int64_t m) const {
-          if (!TransA) return lda;
-          const int64_t g = (m - mb) / 8;
-          return me - mb - 8 * g < 8 ? me - mb - 8 * g : 8;
-        }
-      } a{A, lda, mb, me, k0, kc, panels.data()};
+      // Row m's A (its tile starts there) and the stride to its next k (TransA: in panel
+      // (m - mb) / 8, of width 8 or the last panel's) or to its next row.
+      const float* p = panels.data();
+      auto a = [&](int64_t m) -> const float* {
+        if (!TransA) return A + m * lda + k0;
+        const int64_t g = (m - mb) / 8;
+        return p + g * 8 * kc + (m - mb - 8 * g);
+      };
+      auto stride = [&](int64_t m) -> int64_t {
+        if (!TransA) return lda;
+        const int64_t left = me - mb - 8 * ((m - mb) / 8);
+        return left < 8 ? left : 8;
+      };
       for (int64_t n = n0; n < n1; n += 32) {
         const float* b = B + n * K + k0 * 32;  // strip n / 32, from row k0
         const float* bn = bias && !acc ? bias + n : nullptr;
-        gemm_rows_f32<TransA>(mb, me, kc, a, b, C + n, ldc, acc, bn);
+        int64_t m = mb;
+        for (; m + 8 <= me; m += 8) gemm_tile_f32<8, TransA>(kc, a(m), stride(m), b, C + m * ldc + n, ldc, acc, bn);
+        for (; m + 4 <= me; m += 4) gemm_tile_f32<4, TransA>(kc, a(m), stride(m), b, C + m * ldc + n, ldc, acc, bn);
+        for (; m < me; ++m) gemm_tile_f32<1, TransA>(kc, a(m), stride(m), b, C + m * ldc + n, ldc, acc, bn);
       }
     }
   }
