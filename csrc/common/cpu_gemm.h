@@ -74,7 +74,8 @@ __attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512_impl(int64_t 
                                                                          int64_t lda, const float* B, float* C,
                                                                          int64_t ldc, bool accumulate, int64_t n0,
                                                                          int64_t n1, const float* bias) {
-  // The transposed A's panels, one block at a time, per thread (the threads split the strips).
+  // The transposed A's panels, one block at a time, per thread (each thread packs the rows of
+  // C it was given: fast_weight_grad splits a weight gradient's rows over the threads).
   thread_local std::vector<float> panels;
   if (TransA && panels.size() < size_t(kGemmRowBlock * kGemmDepth)) panels.resize(kGemmRowBlock * kGemmDepth);
   for (int64_t k0 = 0; k0 < K; k0 += kGemmDepth) {

@@ -84,13 +84,12 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
                                  const OptTensor& lengths, bool needs_grad) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_ih.size(0) / 3;
   const auto opts = x.options();
-  const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
 
   // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
   at::Tensor x2 = x.reshape({T * B, I});
   // A fresh buffer (at T*B = 1, b_ih->expand(...).contiguous() would be b_ih itself, and the
   // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
-  at::Tensor Gx = at::empty({T * B, 3 * H}, opts);
+  at::Tensor Gx = out_empty({T * B, 3 * H}, opts);
   if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
     if (defined(b_ih)) Gx.copy_(b_ih->expand({T * B, 3 * H}));
     small_gemm_nt<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
@@ -105,8 +104,8 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   // beam) streams W_hh instead of packing it.
   const bool few_rows = T * B <= kSmallRows;
   at::Tensor whhT = (B <= kSmallBatch || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
-  at::Tensor y = at::full({T, B, H}, nan, opts);
-  at::Tensor HN = at::empty({needs_grad ? T : 1, B, H}, opts);
+  at::Tensor y = out_empty({T, B, H}, opts);  // every element written below
+  at::Tensor HN = out_empty({needs_grad ? T : 1, B, H}, opts);
   at::Tensor Gh = at::empty({B, 3 * H}, opts);
   const bool masked = defined(lengths);
   at::Tensor hs = masked ? at::empty({2, B, H}, opts) : at::Tensor();
@@ -196,8 +195,8 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   const bool masked = defined(lengths);
   const int64_t* len = masked ? lengths->data_ptr<int64_t>() : nullptr;
 
-  at::Tensor dGx = at::empty({T, B, 3 * H}, opts);
-  at::Tensor dGh = at::empty({T, B, 3 * H}, opts);
+  at::Tensor dGx = out_empty({T, B, 3 * H}, opts);
+  at::Tensor dGh = out_empty({T, B, 3 * H}, opts);
   at::Tensor dh_buf = at::empty({2, B, H}, opts);  // dh_t and dh_{t-1}, used in turn
   dh_buf[0].copy_(dhT);
   const bool small = B <= kSmallBatch;
@@ -260,29 +259,23 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // Weight and input gradients over all steps at once (masked steps have zero grads).
   at::Tensor dGx2 = dGx.view({T * B, 3 * H});
   at::Tensor dGh2 = dGh.view({T * B, 3 * H});
-  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dx = out_empty({T, B, I}, opts);
   if (!fast_gemm<scalar_t>(T * B, I, 3 * H, dGx2.data_ptr<scalar_t>(), 3 * H, pack_for_gemm<scalar_t>(w_ih, T * B),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dGx2, w_ih).view({T, B, I});
-  at::Tensor dw_ih, dw_hh;
-  {
-    // dW_ih = dGx^T X and dW_hh = dGh^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512
-    // GEMM (reading the grads as the transposed A, without a copy) where it applies, else ATen.
-    at::Tensor x2 = x.reshape({T * B, I});
-    at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H});
-    at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 3 * H);
-    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 3 * H) : at::Tensor();
-    if (x_p.defined() && h_p.defined()) {
-      dw_ih = at::empty({3 * H, I}, opts);
-      dw_hh = at::empty({3 * H, H}, opts);
-      fast_gemm<scalar_t>(3 * H, I, T * B, dGx2.data_ptr<scalar_t>(), 3 * H, x_p, dw_ih.data_ptr<scalar_t>(), I, false,
-                          nullptr, true);
-      fast_gemm<scalar_t>(3 * H, H, T * B, dGh2.data_ptr<scalar_t>(), 3 * H, h_p, dw_hh.data_ptr<scalar_t>(), H, false,
-                          nullptr, true);
-    } else {
-      dw_ih = at::mm(dGx2.t(), x2);
-      dw_hh = at::mm(dGh2.t(), hprev);
-    }
+  // dW_ih = dGx^T X and dW_hh = dGh^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512
+  // GEMM (reading the grads as the transposed A, in place) where it applies, else ATen.
+  at::Tensor x2 = x.reshape({T * B, I});
+  at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H});
+  at::Tensor dw_ih = at::empty({3 * H, I}, opts), dw_hh = at::empty({3 * H, H}, opts);
+  at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 3 * H);
+  at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 3 * H) : at::Tensor();
+  if (!x_p.defined() || !h_p.defined()) {
+    at::mm_out(dw_ih, dGx2.t(), x2);
+    at::mm_out(dw_hh, dGh2.t(), hprev);
+  } else {
+    fast_weight_grad<scalar_t>(3 * H, I, T * B, dGx2.data_ptr<scalar_t>(), 3 * H, x_p, dw_ih.data_ptr<scalar_t>(), I);
+    fast_weight_grad<scalar_t>(3 * H, H, T * B, dGh2.data_ptr<scalar_t>(), 3 * H, h_p, dw_hh.data_ptr<scalar_t>(), H);
   }
   at::Tensor db_ih = defined(b_ih) ? dGx2.sum(0) : at::Tensor();
   at::Tensor db_hh = defined(b_hh) ? dGh2.sum(0) : at::Tensor();

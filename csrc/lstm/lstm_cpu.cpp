@@ -89,7 +89,6 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const bool proj = defined(w_hr);
   const int64_t P = proj ? w_hr->size(0) : H;
   const auto opts = x.options();
-  const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
 
   // Input projection for all steps in one GEMM: G = X W_ih^T + (b_ih + b_hh)  [T,B,4H].
   at::Tensor x2 = x.reshape({T * B, I});
@@ -97,7 +96,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
   // A fresh buffer (at T*B = 1, bias.expand(...).contiguous() could be b_ih itself, and the
   // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
-  at::Tensor G = at::empty({T * B, 4 * H}, opts);
+  at::Tensor G = out_empty({T * B, 4 * H}, opts);
   if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
     if (has_bias) G.copy_(bias.expand({T * B, 4 * H}));
     small_gemm_nt<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
@@ -113,9 +112,9 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const bool few_rows = T * B <= kSmallRows;
   at::Tensor whhT = ((!proj && B <= kSmallBatch) || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
 
-  at::Tensor y = at::full({T, B, P}, nan, opts);
+  at::Tensor y = out_empty({T, B, P}, opts);  // every element written below
   // Cell states: all T kept for the backward, else two buffers used in turn.
-  at::Tensor cs = at::empty({needs_grad ? T : 2, B, H}, opts);
+  at::Tensor cs = out_empty({needs_grad ? T : 2, B, H}, opts);
   at::Tensor R = proj ? at::empty({needs_grad ? T : 1, B, H}, opts) : at::Tensor();
   // With lengths the state h is not y (y is 0 on masked steps): two buffers used in turn.
   const bool masked = defined(lengths);
@@ -230,7 +229,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   const bool masked = defined(lengths);
   const int64_t* len = masked ? lengths->data_ptr<int64_t>() : nullptr;
 
-  at::Tensor dG = at::empty({T, B, 4 * H}, opts);
+  at::Tensor dG = out_empty({T, B, 4 * H}, opts);
   at::Tensor dh_buf = at::empty({2, B, P}, opts);   // dh_t and dh_{t-1}, used in turn
   dh_buf[0].copy_(dhT);
   at::Tensor dc = dcT.clone();                      // updated in place: dc_t -> dc_{t-1}
@@ -310,27 +309,23 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // (masking only starts after a sequence's end) and masked steps have dG = 0, so y works.
   at::Tensor dG2 = dG.view({T * B, 4 * H});
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dx = out_empty({T, B, I}, opts);
   if (!fast_gemm<scalar_t>(T * B, I, 4 * H, dG2.data_ptr<scalar_t>(), 4 * H, pack_for_gemm<scalar_t>(w_ih, T * B),
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dG2, w_ih).view({T, B, I});
-  at::Tensor dw_ih, dw_hh;
-  {
-    // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
-    // (reading dG as the transposed A, without a copy) where it applies, else ATen.
-    at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 4 * H);
-    at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P});
-    at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 4 * H) : at::Tensor();
-    if (x_p.defined() && h_p.defined()) {
-      const scalar_t* dg = dG2.data_ptr<scalar_t>();
-      dw_ih = at::empty({4 * H, I}, opts);
-      dw_hh = at::empty({4 * H, P}, opts);
-      fast_gemm<scalar_t>(4 * H, I, T * B, dg, 4 * H, x_p, dw_ih.data_ptr<scalar_t>(), I, false, nullptr, true);
-      fast_gemm<scalar_t>(4 * H, P, T * B, dg, 4 * H, h_p, dw_hh.data_ptr<scalar_t>(), P, false, nullptr, true);
-    } else {
-      dw_ih = at::mm(dG2.t(), x2);
-      dw_hh = at::mm(dG2.t(), hprev);
-    }
+  // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
+  // (reading dG as the transposed A, in place) where it applies, else ATen.
+  at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P});
+  at::Tensor dw_ih = at::empty({4 * H, I}, opts), dw_hh = at::empty({4 * H, P}, opts);
+  const scalar_t* dg = dG2.data_ptr<scalar_t>();
+  at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 4 * H);
+  at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 4 * H) : at::Tensor();
+  if (!x_p.defined() || !h_p.defined()) {
+    at::mm_out(dw_ih, dG2.t(), x2);
+    at::mm_out(dw_hh, dG2.t(), hprev);
+  } else {
+    fast_weight_grad<scalar_t>(4 * H, I, T * B, dg, 4 * H, x_p, dw_ih.data_ptr<scalar_t>(), I);
+    fast_weight_grad<scalar_t>(4 * H, P, T * B, dg, 4 * H, h_p, dw_hh.data_ptr<scalar_t>(), P);
   }
   at::Tensor db = (defined(b_ih) || defined(b_hh)) ? dG2.sum(0) : at::Tensor();
   at::Tensor db_ih = defined(b_ih) ? db : at::Tensor();

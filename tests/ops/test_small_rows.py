@@ -200,10 +200,11 @@ def test_packed_gemm_path_outputs_and_gradients(cell, ragged, H):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("threads", [2, 3])
 def test_packed_gemm_path_same_result_on_any_thread_count(cell, threads):
-    # The suite runs on one thread (conftest); here the GEMMs' column strips, the cells and the
-    # packing split over 2 and 3 threads (each thread packing its own panels of a transposed A).
-    # Each sum runs over k in the same order however the work is split, so everything but the
-    # bias grads (ATen's sum over T*B rows) is bit for bit the one-thread result.
+    # The suite runs on one thread (conftest); here the GEMMs' column strips, the weight grads'
+    # row groups (each thread packing its own panels of the transposed A), the cells and the
+    # packing split over 2 and 3 threads. Each sum runs over k in the same order however the
+    # work is split, so everything but the bias grads (ATen's sum over T*B rows) is bit for bit
+    # the one-thread result.
     ours, _ = _packed_case(cell, 96, ragged=True)
     n = torch.get_num_threads()
     try:
@@ -218,3 +219,18 @@ def test_packed_gemm_path_same_result_on_any_thread_count(cell, threads):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
         else:
             assert torch.equal(a, b), f"output {i} differs between {threads} threads and one"
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_unpoisoned_buffers_give_the_poisoned_result(cell, ragged, monkeypatch):
+    # The suite runs with FASTRNN_CPU_POISON=1 (conftest): outputs and work buffers start as NaN,
+    # so an element a kernel forgot to write shows. Production runs skip that fill; their
+    # results must be the same bit for bit.
+    ours, _ = _packed_case(cell, 96, ragged)
+    monkeypatch.setenv("FASTRNN_CPU_POISON", "1")
+    poisoned = ours()
+    monkeypatch.setenv("FASTRNN_CPU_POISON", "0")
+    for i, (a, b) in enumerate(zip(ours(), poisoned)):
+        assert torch.equal(a, b), f"output {i} differs without poisoning"
