@@ -55,9 +55,9 @@ inline at::Tensor out_empty(at::IntArrayRef sizes, const at::TensorOptions& opts
 constexpr int64_t kPackRows = 256;
 
 // B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512 for GEMMs with
-// `rows` rows of A in all, or an undefined tensor where that kernel does not
-// apply or does not pay (fp64, N not a multiple of 32, no AVX-512, rows < kPackRows): fast_gemm
-// then returns false and the caller uses ATen's GEMM.
+// `rows` rows of A in all, or an undefined tensor where that kernel does not apply or does not
+// pay (fp64, N not a multiple of 32, no AVX-512, rows < kPackRows): fast_gemm then returns false
+// and the caller uses ATen's GEMM.
 template <typename scalar_t>
 at::Tensor pack_for_gemm(const at::Tensor& B, int64_t rows) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)

@@ -12,6 +12,9 @@ Baselines, timed in the same run:
                   torch.inference_mode(): how much of the gain is just that.
 A step is: embed the previous token, the GRU stack, attention, the attentional layer, the
 output projection over V and the argmax. Per-token latency = time of N steps / N.
+On CUDA, fastrnn+graph rows time fastrnn.greedy_decode's loop with cuda_graph=True (one step
+captured per call, the capture included in the time, and replayed for the other N - 1 tokens;
+its tokens are checked against the loop without the graph).
 
 Threads: torch's default; set OMP_NUM_THREADS=1 for single-thread figures (the header then
 shows it). Vocabulary: 20000 by default, the translation example's vocabulary cut (DATA.md); the output
@@ -118,6 +121,15 @@ def _fastrnn_loop(dec, enc_out, bos, n):
         return out
 
 
+def _fastrnn_greedy(dec, enc_out, lengths, bos, n, cuda_graph):
+    """fastrnn.greedy_decode's loop from the encoder's output, exactly n tokens (an EOS id of
+    -1 never matches, the maximum length is n), with or without the CUDA graph."""
+    from fastrnn.nn.decoding import _greedy
+
+    with torch.inference_mode():
+        return _greedy(dec, enc_out, lengths, bos, -1, 0.0, n, cuda_graph).tokens
+
+
 def _time_interleaved(fns, reps: int):
     """(median, IQR) in ms of each fn, timed in rounds that run every fn once, so a shared
     machine's changing load falls on all of them alike (timing them one after the other lets
@@ -186,4 +198,15 @@ def run(args) -> List[dict]:
             per = lambda x: (x[0] / n, x[1] / n)  # noqa: E731  per token
             rows.append(common.row("decode", "fastrnn", "torch.nn", cfg, per(t), per(tb), floor))
             rows.append(common.row("decode", "fastrnn", "torch.nn+pre", cfg, per(t), per(tp), floor))
+            if args.device == "cuda":
+                # greedy_decode(cuda_graph=True): one step captured per call (the capture's
+                # cost is in the time) and replayed for the other n - 1 tokens.
+                lens = lengths.to(dev)
+                graphed = _fastrnn_greedy(dec, enc_out, lens, bos, n, True)
+                if not torch.equal(graphed, _fastrnn_greedy(dec, enc_out, lens, bos, n, False)):
+                    raise RuntimeError("greedy decoding with and without the CUDA graph differs")
+                tg = common.time_fn(lambda: _fastrnn_greedy(dec, enc_out, lens, bos, n, True), args.device,
+                                    reps=args.reps)
+                rows.append(common.row("decode", "fastrnn+graph", "torch.nn", cfg, per(tg), per(tb), floor))
+                rows.append(common.row("decode", "fastrnn+graph", "torch.nn+pre", cfg, per(tg), per(tp), floor))
     return rows

@@ -284,6 +284,48 @@ def test_decoding_bad_input():
         greedy_decode(dec, enc, src, lengths, BOS, EOS)
     with pytest.raises(TypeError, match="src"):
         greedy_decode(enc, dec, src.float(), lengths, BOS, EOS)
+    with pytest.raises(ValueError, match="cuda_graph=True needs CUDA tensors"):
+        greedy_decode(enc, dec, src, lengths, BOS, EOS, cuda_graph=True)
+    with pytest.raises(TypeError, match="cuda_graph"):
+        greedy_decode(enc, dec, src, lengths, BOS, EOS, cuda_graph="yes")
+
+
+def test_greedy_leaves_the_encoder_output_alone():
+    # Greedy decoding updates its decoder state in place (so a CUDA graph can replay the step):
+    # on its own copies, never on the encoder's final state it starts from.
+    from fastrnn.nn.decoding import _greedy
+
+    for cell in ("gru", "lstm"):
+        enc, dec = _models(cell)
+        src, lengths = _batch(3, 6)
+        with torch.inference_mode():
+            enc_out = enc(src, lengths)
+            hidden = [h.clone() for h in (enc_out.hidden if cell == "lstm" else (enc_out.hidden,))]
+            res = _greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5)
+            again = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+        for h, h0 in zip(enc_out.hidden if cell == "lstm" else (enc_out.hidden,), hidden):
+            assert torch.equal(h, h0)
+        assert torch.equal(res.tokens, again.tokens) and torch.equal(res.scores, again.scores)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("attention", ["additive", "general", None])
+def test_cuda_graph_greedy_matches_eager(cell, attention):
+    # One step captured as a CUDA graph and replayed: the same tokens, lengths and scores as
+    # the eager loop, with sentences that end by EOS at varied steps (1 to 14 on the CPU) and
+    # by their maximum length (19 steps: past the every-8-steps check for finished batches).
+    enc, dec = _models(cell, attention)
+    enc, dec = enc.cuda(), dec.cuda()
+    src, lengths = _batch(5, 9, lo=2)
+    src, lengths = src.cuda(), lengths.cuda()
+    eager = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+    graphed = greedy_decode(enc, dec, src, lengths, BOS, EOS, cuda_graph=True)
+    assert torch.equal(graphed.tokens, eager.tokens)
+    assert torch.equal(graphed.lengths, eager.lengths)
+    torch.testing.assert_close(graphed.scores, eager.scores)
+    if eager.attention is not None:
+        torch.testing.assert_close(graphed.attention, eager.attention)
 
 
 def test_decode_bench_smoke():
