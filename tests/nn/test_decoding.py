@@ -308,6 +308,66 @@ def test_greedy_leaves_the_encoder_output_alone():
         assert torch.equal(res.tokens, again.tokens) and torch.equal(res.scores, again.scores)
 
 
+def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
+    # greedy_decode(cuda_graph=True)'s loop with stand-ins for the CUDA pieces: the warm-up runs
+    # the first step, the capture records the next without running it (as a real capture does)
+    # and each replay runs it; the result must be the plain loop's. The real capture runs in
+    # test_cuda_graph_greedy_matches_eager on a GPU.
+    import contextlib
+
+    from fastrnn.nn import decoding
+
+    class Graph:
+        fn = None
+
+        def replay(self):
+            self.fn()
+
+    class Stream:
+        def __init__(self, device=None):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    graphs, recording = [], []
+    real_step = decoding._Greedy.step
+
+    def step(self):
+        if recording:
+            graphs[-1].fn = lambda: real_step(self)
+        else:
+            real_step(self)
+
+    @contextlib.contextmanager
+    def capture(g):
+        graphs.append(g)
+        recording.append(True)
+        try:
+            yield
+        finally:
+            recording.clear()
+
+    monkeypatch.setattr(decoding._Greedy, "step", step)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(decoding, "_check_every", lambda device: 8)   # as on a GPU
+    for cell in ("gru", "lstm"):
+        enc, dec = _models(cell)
+        src, lengths = _batch(5, 9, lo=2)
+        with torch.inference_mode():
+            enc_out = enc(src, lengths)
+            plain = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5)
+            graphed = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5, cuda_graph=True)
+        assert 1 < int(plain.lengths.max()) and int(plain.lengths.min()) < 19   # EOS and max length
+        for a, b in zip(graphed, plain):
+            assert torch.equal(a, b)
+    assert len(graphs) == 2                       # one capture per decode call
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("attention", ["additive", "general", None])
