@@ -155,13 +155,14 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
         }
       });
     } else {
-      // Gh = h_{t-1} W_hh^T + b_hh, then the cell over all B x H units.
-      if (bhh) {
+      // Gh = h_{t-1} W_hh^T + b_hh (the packed GEMM starts its tiles from the bias row; the
+      // other paths accumulate onto copies of it), then the cell over all B x H units.
+      if (bhh && !whhT.defined()) {
         for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
       }
       if (few_rows) {
         small_gemm_nt<scalar_t>(B, 3 * H, H, hp, whh, gh, bhh != nullptr);
-      } else if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, bhh != nullptr)) {
+      } else if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, false, bhh)) {
         const at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
         if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
         else at::mm_out(Gh, h_prev, w_hh.t());
