@@ -122,36 +122,59 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   scalar_t* hs_all = masked ? hs.data_ptr<scalar_t>() : nullptr;
   scalar_t* hn_all = HN.data_ptr<scalar_t>();
   const scalar_t* h0p = h0.data_ptr<scalar_t>();
-  for (int64_t t = 0; t < T; ++t) {
-    // This step's buffers as raw pointers (a Tensor view per buffer and step would be serial time).
-    const scalar_t* hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * H : y_all + (t - 1) * B * H);
-    scalar_t* hnew = masked ? hs_all + (t % 2) * B * H : nullptr;
-    scalar_t* gt = gx_all + t * B * 3 * H;
-    scalar_t* yt = y_all + t * B * H;
-    scalar_t* hn_t = hn_all + (needs_grad ? t : 0) * B * H;
+  // Step t's buffers as raw pointers (a Tensor view per buffer and step would be serial time).
+  struct Step {
+    const scalar_t* hp;  // h_{t-1}
+    scalar_t *hnew, *gt, *yt, *hn;
+  };
+  auto step_at = [&](int64_t t) {
+    Step s;
+    s.hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * H : y_all + (t - 1) * B * H);
+    s.hnew = masked ? hs_all + (t % 2) * B * H : nullptr;
+    s.gt = gx_all + t * B * 3 * H;
+    s.yt = y_all + t * B * H;
+    s.hn = hn_all + (needs_grad ? t : 0) * B * H;
+    return s;
+  };
+  // Cell of units [j0, j1) of row b at step t from Gx_t and Gh; Gx_t's rows become the
+  // activated r|z|n.
+  auto cell = [&](const Step& s, int64_t t, int64_t b, int64_t j0, int64_t j1) {
+    if (!masked || t < len[b]) {
+      fwd_row(s.gt + b * 3 * H, gh + b * 3 * H, s.hp + b * H, s.hn + b * H, s.yt + b * H, j0, j1, H);
+      if (masked) std::copy(s.yt + b * H + j0, s.yt + b * H + j1, s.hnew + b * H + j0);
+      return;
+    }
+    // Masked step: h carries over, y is 0 (the backward reads nothing of this step).
+    std::fill(s.yt + b * H + j0, s.yt + b * H + j1, scalar_t(0));
+    std::copy(s.hp + b * H + j0, s.hp + b * H + j1, s.hnew + b * H + j0);
+  };
 
-    // Cell of units [j0, j1) of row b from Gx_t and Gh; Gx_t's rows become the activated r|z|n.
-    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      if (!masked || t < len[b]) {
-        fwd_row(gt + b * 3 * H, gh + b * 3 * H, hp + b * H, hn_t + b * H, yt + b * H, j0, j1, H);
-        if (masked) std::copy(yt + b * H + j0, yt + b * H + j1, hnew + b * H + j0);
-        return;
+  const int64_t groups = batch_groups(B, whhT);
+  if (groups > 1) {
+    // Each thread runs the whole recurrence of its own rows (batch_groups), with its rows of Gh.
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t b0 = B * g / groups, b1 = B * (g + 1) / groups;
+        for (int64_t t = 0; t < T; ++t) {
+          const Step s = step_at(t);
+          gemm_on_this_thread<scalar_t>(b1 - b0, 3 * H, H, s.hp + b0 * H, H, whhT, gh + b0 * 3 * H, 3 * H, false, bhh);
+          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
+        }
       }
-      // Masked step: h carries over, y is 0 (the backward reads nothing of this step).
-      std::fill(yt + b * H + j0, yt + b * H + j1, scalar_t(0));
-      std::copy(hp + b * H + j0, hp + b * H + j1, hnew + b * H + j0);
-    };
-
+    });
+  }
+  for (int64_t t = 0; t < T && groups == 1; ++t) {
+    const Step s = step_at(t);
     if (small) {
       // Fused GEMV + cell: each thread owns hidden units [j0, j1) of the 3 gates for all rows.
       at::parallel_for(0, H, gemv_grain(3 * H * B), [&](int64_t j0, int64_t j1) {
         for (int64_t b = 0; b < B; ++b) {
-          const scalar_t* hb = hp + b * H;
+          const scalar_t* hb = s.hp + b * H;
           scalar_t* a = gh + b * 3 * H;
           for (int64_t k = 0; k < 3; ++k)
             for (int64_t j = j0; j < j1; ++j)
               a[k * H + j] = (bhh ? bhh[k * H + j] : scalar_t(0)) + host::dot(whh + (k * H + j) * H, hb, H);
-          cell(b, j0, j1);
+          cell(s, t, b, j0, j1);
         }
       });
     } else {
@@ -161,13 +184,13 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
         for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
       }
       if (few_rows) {
-        small_gemm_nt<scalar_t>(B, 3 * H, H, hp, whh, gh, bhh != nullptr);
-      } else if (!fast_gemm<scalar_t>(B, 3 * H, H, hp, H, whhT, gh, 3 * H, false, bhh)) {
+        small_gemm_nt<scalar_t>(B, 3 * H, H, s.hp, whh, gh, bhh != nullptr);
+      } else if (!fast_gemm<scalar_t>(B, 3 * H, H, s.hp, H, whhT, gh, 3 * H, false, bhh)) {
         const at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
         if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
         else at::mm_out(Gh, h_prev, w_hh.t());
       }
-      for_units(B, H, grain, cell);
+      for_units(B, H, grain, [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); });
     }
   }
 
@@ -214,45 +237,71 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   const int64_t grain = pointwise_grain(B, H);
 
   scalar_t* dh_all = dh_buf.data_ptr<scalar_t>();
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const scalar_t* dhn = dh_all + ((T - 1 - t) % 2) * B * H;  // dL/dh_t
-    scalar_t* dhp = dh_all + ((T - t) % 2) * B * H;            // dL/dh_{t-1}
-    const scalar_t* gt = g_all + t * B * 3 * H;
-    const scalar_t* hnt = hn_all + t * B * H;
+  // Step t's buffers as raw pointers.
+  struct Step {
+    const scalar_t *dhn, *gt, *hnt, *hp, *dyt;  // dL/dh_t, gates, W_hn h + b_hn, h_{t-1}, dy_t
+    scalar_t *dhp, *dgx, *dgh;                  // dL/dh_{t-1}, dGx_t, dGh_t
+  };
+  auto step_at = [&](int64_t t) {
+    Step s;
+    s.dhn = dh_all + ((T - 1 - t) % 2) * B * H;
+    s.dhp = dh_all + ((T - t) % 2) * B * H;
+    s.gt = g_all + t * B * 3 * H;
+    s.hnt = hn_all + t * B * H;
     // h_{t-1} of a live step is y_{t-1}: masking only starts after a sequence's end.
-    const scalar_t* hp = t == 0 ? h0p : y_all + (t - 1) * B * H;
-    const scalar_t* dyt = dy_all + t * B * H;
-    scalar_t* dgx = dgx_all + t * B * 3 * H;
-    scalar_t* dgh = dgh_all + t * B * 3 * H;
-
-    // Cell backward: dGx_t, dGh_t and the direct part dh z of dh_{t-1}; masked rows pass dh on.
-    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      scalar_t* ax = dgx + b * 3 * H;
-      scalar_t* ah = dgh + b * 3 * H;
-      if (masked && t >= len[b]) {
-        for (int64_t k = 0; k < 3; ++k) {
-          std::fill(ax + k * H + j0, ax + k * H + j1, scalar_t(0));
-          std::fill(ah + k * H + j0, ah + k * H + j1, scalar_t(0));
-        }
-        std::copy(dhn + b * H + j0, dhn + b * H + j1, dhp + b * H + j0);
-        return;
+    s.hp = t == 0 ? h0p : y_all + (t - 1) * B * H;
+    s.dyt = dy_all + t * B * H;
+    s.dgx = dgx_all + t * B * 3 * H;
+    s.dgh = dgh_all + t * B * 3 * H;
+    return s;
+  };
+  // Cell backward of units [j0, j1) of row b at step t: dGx_t, dGh_t and the direct part dh z
+  // of dh_{t-1}; masked rows pass dh on.
+  auto cell = [&](const Step& s, int64_t t, int64_t b, int64_t j0, int64_t j1) {
+    scalar_t* ax = s.dgx + b * 3 * H;
+    scalar_t* ah = s.dgh + b * 3 * H;
+    if (masked && t >= len[b]) {
+      for (int64_t k = 0; k < 3; ++k) {
+        std::fill(ax + k * H + j0, ax + k * H + j1, scalar_t(0));
+        std::fill(ah + k * H + j0, ah + k * H + j1, scalar_t(0));
       }
-      bwd_row(gt + b * 3 * H, hnt + b * H, hp + b * H, dyt + b * H, dhn + b * H, ax, ah, dhp + b * H, j0, j1, H);
-    };
+      std::copy(s.dhn + b * H + j0, s.dhn + b * H + j1, s.dhp + b * H + j0);
+      return;
+    }
+    bwd_row(s.gt + b * 3 * H, s.hnt + b * H, s.hp + b * H, s.dyt + b * H, s.dhn + b * H, ax, ah, s.dhp + b * H, j0,
+            j1, H);
+  };
 
+  const int64_t groups = batch_groups(B, whh_p);
+  if (groups > 1) {
+    // Each thread runs the whole recurrence of its own rows (batch_groups).
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t b0 = B * g / groups, b1 = B * (g + 1) / groups;
+        for (int64_t t = T - 1; t >= 0; --t) {
+          const Step s = step_at(t);
+          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
+          gemm_on_this_thread<scalar_t>(b1 - b0, H, 3 * H, s.dgh + b0 * 3 * H, 3 * H, whh_p, s.dhp + b0 * H, H, true);
+        }
+      }
+    });
+  }
+  for (int64_t t = T - 1; t >= 0 && groups == 1; --t) {
+    const Step s = step_at(t);
+    auto cell_t = [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); };
     if (small) {
-      for_units(B, H, 4096, cell);
+      for_units(B, H, 4096, cell_t);
       // dh_{t-1}[b,p] += sum_k dGh_t[b,k] W_hh[k,p], as dot products over packed W_hh^T rows.
       const scalar_t* wt = whhT.data_ptr<scalar_t>();
       at::parallel_for(0, H, gemv_grain(3 * H * B), [&](int64_t p0, int64_t p1) {
         for (int64_t b = 0; b < B; ++b) {
           if (masked && t >= len[b]) continue;
-          for (int64_t p = p0; p < p1; ++p) dhp[b * H + p] += host::dot(wt + p * 3 * H, dgh + b * 3 * H, 3 * H);
+          for (int64_t p = p0; p < p1; ++p) s.dhp[b * H + p] += host::dot(wt + p * 3 * H, s.dgh + b * 3 * H, 3 * H);
         }
       });
     } else {
-      for_units(B, H, grain, cell);
-      if (!fast_gemm<scalar_t>(B, H, 3 * H, dgh, 3 * H, whh_p, dhp, H, true))
+      for_units(B, H, grain, cell_t);
+      if (!fast_gemm<scalar_t>(B, H, 3 * H, s.dgh, 3 * H, whh_p, s.dhp, H, true))
         dh_buf[(T - t) % 2].addmm_(dGh[t], w_hh);
     }
   }

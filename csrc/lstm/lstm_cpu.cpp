@@ -132,54 +132,77 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const bool small = !proj && B <= kSmallBatch;
   const int64_t grain = pointwise_grain(B, H);
 
-  for (int64_t t = 0; t < T; ++t) {
-    // This step's buffers as raw pointers: a Tensor view per buffer and step (select) would be
-    // serial time in every step.
-    const scalar_t* hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * P : y_all + (t - 1) * B * P);
-    const scalar_t* cp = t == 0 ? c0p : c_all + (needs_grad ? t - 1 : (t - 1) % 2) * B * H;
-    scalar_t* co = c_all + (needs_grad ? t : t % 2) * B * H;
-    scalar_t* hn = masked ? hs_all + (t % 2) * B * P : nullptr;
-    scalar_t* gt = g_all + t * B * 4 * H;
-    scalar_t* yt = y_all + t * B * P;
-    scalar_t* rt = proj ? r_all + (needs_grad ? t : 0) * B * H : nullptr;
+  // Step t's buffers as raw pointers: a Tensor view per buffer and step (select) would be serial
+  // time in every step.
+  struct Step {
+    const scalar_t* hp;  // h_{t-1}
+    const scalar_t* cp;  // c_{t-1}
+    scalar_t *co, *hn, *gt, *yt, *rt;
+  };
+  auto step_at = [&](int64_t t) {
+    Step s;
+    s.hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * P : y_all + (t - 1) * B * P);
+    s.cp = t == 0 ? c0p : c_all + (needs_grad ? t - 1 : (t - 1) % 2) * B * H;
+    s.co = c_all + (needs_grad ? t : t % 2) * B * H;
+    s.hn = masked ? hs_all + (t % 2) * B * P : nullptr;
+    s.gt = g_all + t * B * 4 * H;
+    s.yt = y_all + t * B * P;
+    s.rt = proj ? r_all + (needs_grad ? t : 0) * B * H : nullptr;
+    return s;
+  };
+  // Cell update of units [j0, j1) of row b at step t, from pre-activations already in gt (the
+  // gate rows are overwritten with the activated gates the backward reads).
+  auto cell = [&](const Step& s, int64_t t, int64_t b, int64_t j0, int64_t j1) {
+    if (!masked || t < len[b]) {
+      scalar_t* h = proj ? s.rt + b * H : s.yt + b * P;
+      fwd_row(s.gt + b * 4 * H, s.cp + b * H, s.co + b * H, h, j0, j1, H);
+      if (masked && !proj) std::copy(h + j0, h + j1, s.hn + b * P + j0);
+      return;
+    }
+    // Masked step: the state carries over and y is 0 (r = 0 keeps dW_hr = DH^T R finite).
+    std::copy(s.cp + b * H + j0, s.cp + b * H + j1, s.co + b * H + j0);
+    if (proj) {
+      std::fill(s.rt + b * H + j0, s.rt + b * H + j1, scalar_t(0));
+    } else {
+      std::fill(s.yt + b * P + j0, s.yt + b * P + j1, scalar_t(0));
+      std::copy(s.hp + b * P + j0, s.hp + b * P + j1, s.hn + b * P + j0);
+    }
+  };
 
-    // Cell update of units [j0, j1) of row b, from pre-activations already in gt (the gate rows
-    // are overwritten with the activated gates the backward reads).
-    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      if (!masked || t < len[b]) {
-        scalar_t* h = proj ? rt + b * H : yt + b * P;
-        fwd_row(gt + b * 4 * H, cp + b * H, co + b * H, h, j0, j1, H);
-        if (masked && !proj) std::copy(h + j0, h + j1, hn + b * P + j0);
-        return;
+  const int64_t groups = proj || few_rows ? 1 : batch_groups(B, whhT);
+  if (groups > 1) {
+    // Each thread runs the whole recurrence of its own rows (batch_groups).
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t b0 = B * g / groups, b1 = B * (g + 1) / groups;
+        for (int64_t t = 0; t < T; ++t) {
+          const Step s = step_at(t);
+          gemm_on_this_thread<scalar_t>(b1 - b0, 4 * H, P, s.hp + b0 * P, P, whhT, s.gt + b0 * 4 * H, 4 * H, true);
+          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
+        }
       }
-      // Masked step: the state carries over and y is 0 (r = 0 keeps dW_hr = DH^T R finite).
-      std::copy(cp + b * H + j0, cp + b * H + j1, co + b * H + j0);
-      if (proj) {
-        std::fill(rt + b * H + j0, rt + b * H + j1, scalar_t(0));
-      } else {
-        std::fill(yt + b * P + j0, yt + b * P + j1, scalar_t(0));
-        std::copy(hp + b * P + j0, hp + b * P + j1, hn + b * P + j0);
-      }
-    };
-
+    });
+  }
+  for (int64_t t = 0; t < T && groups == 1; ++t) {
+    const Step s = step_at(t);
     if (small) {
       // Fused GEMV + cell: each thread owns hidden units [j0, j1) of every gate for all rows.
       at::parallel_for(0, H, gemv_grain(4 * P * B), [&](int64_t j0, int64_t j1) {
         for (int64_t b = 0; b < B; ++b) {
-          scalar_t* g = gt + b * 4 * H;
-          const scalar_t* hb = hp + b * P;
+          scalar_t* g = s.gt + b * 4 * H;
+          const scalar_t* hb = s.hp + b * P;
           for (int64_t k = 0; k < 4; ++k)
             for (int64_t j = j0; j < j1; ++j) g[k * H + j] += host::dot(whh + (k * H + j) * P, hb, P);
-          cell(b, j0, j1);
+          cell(s, t, b, j0, j1);
         }
       });
     } else {
       // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
       if (few_rows)
-        small_gemm_nt<scalar_t>(B, 4 * H, P, hp, whh, gt, true);
-      else if (!fast_gemm<scalar_t>(B, 4 * H, P, hp, P, whhT, gt, 4 * H, true))
+        small_gemm_nt<scalar_t>(B, 4 * H, P, s.hp, whh, s.gt, true);
+      else if (!fast_gemm<scalar_t>(B, 4 * H, P, s.hp, P, whhT, s.gt, 4 * H, true))
         G[t].addmm_(t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]), w_hh.t());
-      for_units(B, H, grain, cell);
+      for_units(B, H, grain, [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); });
     }
 
     if (proj) {
@@ -189,10 +212,10 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
       if (masked) {
         for (int64_t b = 0; b < B; ++b) {
           if (t < len[b]) {
-            std::copy(yt + b * P, yt + (b + 1) * P, hn + b * P);
+            std::copy(s.yt + b * P, s.yt + (b + 1) * P, s.hn + b * P);
           } else {
-            std::copy(hp + b * P, hp + (b + 1) * P, hn + b * P);
-            std::fill(yt + b * P, yt + (b + 1) * P, scalar_t(0));
+            std::copy(s.hp + b * P, s.hp + (b + 1) * P, s.hn + b * P);
+            std::fill(s.yt + b * P, s.yt + (b + 1) * P, scalar_t(0));
           }
         }
       }
@@ -248,60 +271,91 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   const int64_t grain = pointwise_grain(B, H);
 
   scalar_t* dh_all = dh_buf.data_ptr<scalar_t>();
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const scalar_t* dhn = dh_all + ((T - 1 - t) % 2) * B * P;  // dL/dh_t
-    scalar_t* dhp = dh_all + ((T - t) % 2) * B * P;            // dL/dh_{t-1}
-    const scalar_t* gt = g_all + t * B * 4 * H;
-    const scalar_t* ct = c_all + t * B * H;
-    const scalar_t* cp = t == 0 ? c0.data_ptr<scalar_t>() : c_all + (t - 1) * B * H;
-    const scalar_t* dyt = dy_all + t * B * P;
-    scalar_t* dgt = dg_all + t * B * 4 * H;
+  const scalar_t* c0p = c0.data_ptr<scalar_t>();
+  // Step t's buffers as raw pointers.
+  struct Step {
+    const scalar_t *dhn, *gt, *ct, *cp, *dyt;  // dL/dh_t, gates, c_t, c_{t-1}, dy_t
+    scalar_t *dhp, *dgt;                       // dL/dh_{t-1}, dG_t
+    const scalar_t* dcell;                     // with proj: dL/d(o*tanh c) per unit, row stride H
+  };
+  auto step_at = [&](int64_t t) {
+    Step s;
+    s.dhn = dh_all + ((T - 1 - t) % 2) * B * P;
+    s.dhp = dh_all + ((T - t) % 2) * B * P;
+    s.gt = g_all + t * B * 4 * H;
+    s.ct = c_all + t * B * H;
+    s.cp = t == 0 ? c0p : c_all + (t - 1) * B * H;
+    s.dyt = dy_all + t * B * P;
+    s.dgt = dg_all + t * B * 4 * H;
+    s.dcell = nullptr;
+    return s;
+  };
+  // Cell backward of units [j0, j1) of row b at step t: dG_t (pre-activation grads) and
+  // dc_{t-1}; masked rows pass dc on.
+  auto cell = [&](const Step& s, int64_t t, int64_t b, int64_t j0, int64_t j1) {
+    scalar_t* dg = s.dgt + b * 4 * H;
+    if (masked && t >= len[b]) {
+      for (int64_t k = 0; k < 4; ++k) std::fill(dg + k * H + j0, dg + k * H + j1, scalar_t(0));
+      return;
+    }
+    const scalar_t* dh1 = proj ? s.dcell + b * H : s.dyt + b * P;
+    const scalar_t* dh2 = proj ? nullptr : s.dhn + b * P;
+    bwd_row(s.gt + b * 4 * H, s.cp + b * H, s.ct + b * H, dh1, dh2, dc_p + b * H, dg, j0, j1, H);
+  };
+  // dh_{t-1} of rows [b0, b1) that ended before step t: dh_t passes through.
+  auto pass_masked = [&](const Step& s, int64_t t, int64_t b0, int64_t b1) {
+    if (!masked) return;
+    for (int64_t b = b0; b < b1; ++b)
+      if (t >= len[b]) std::copy(s.dhn + b * P, s.dhn + (b + 1) * P, s.dhp + b * P);
+  };
 
+  const int64_t groups = proj ? 1 : batch_groups(B, whh_p);
+  if (groups > 1) {
+    // Each thread runs the whole recurrence of its own rows (batch_groups).
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t b0 = B * g / groups, b1 = B * (g + 1) / groups;
+        for (int64_t t = T - 1; t >= 0; --t) {
+          const Step s = step_at(t);
+          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
+          gemm_on_this_thread<scalar_t>(b1 - b0, P, 4 * H, s.dgt + b0 * 4 * H, 4 * H, whh_p, s.dhp + b0 * P, P, false);
+          pass_masked(s, t, b0, b1);
+        }
+      }
+    });
+  }
+  for (int64_t t = T - 1; t >= 0 && groups == 1; --t) {
+    Step s = step_at(t);
     // With proj the cell sees dL/dr_t = (dy_t + dh_t) W_hr.
-    const scalar_t* dcell = nullptr;   // dL/d(o*tanh c) per unit, row stride H
     if (proj) {
       scalar_t* dht = DH[t].data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b) {
         const bool live = !masked || t < len[b];
-        for (int64_t p = 0; p < P; ++p) dht[b * P + p] = live ? dyt[b * P + p] + dhn[b * P + p] : scalar_t(0);
+        for (int64_t p = 0; p < P; ++p) dht[b * P + p] = live ? s.dyt[b * P + p] + s.dhn[b * P + p] : scalar_t(0);
       }
       at::mm_out(dR, DH[t], *w_hr);
-      dcell = dR.data_ptr<scalar_t>();
+      s.dcell = dR.data_ptr<scalar_t>();
     }
-
-    // Cell backward per unit: dG_t (pre-activation grads) and dc_{t-1}; masked rows pass dc on.
-    auto cell = [&](int64_t b, int64_t j0, int64_t j1) {
-      scalar_t* dg = dgt + b * 4 * H;
-      if (masked && t >= len[b]) {
-        for (int64_t k = 0; k < 4; ++k) std::fill(dg + k * H + j0, dg + k * H + j1, scalar_t(0));
-        return;
-      }
-      const scalar_t* dh1 = proj ? dcell + b * H : dyt + b * P;
-      const scalar_t* dh2 = proj ? nullptr : dhn + b * P;
-      bwd_row(gt + b * 4 * H, cp + b * H, ct + b * H, dh1, dh2, dc_p + b * H, dg, j0, j1, H);
-    };
+    auto cell_t = [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); };
 
     if (small) {
-      for_units(B, H, 4096, cell);
+      for_units(B, H, 4096, cell_t);
       // dh_{t-1}[b,p] = sum_k dG_t[b,k] W_hh[k,p] as dot products over packed W_hh^T rows.
       const scalar_t* wt = whhT.data_ptr<scalar_t>();
       at::parallel_for(0, P, gemv_grain(4 * H * B), [&](int64_t p0, int64_t p1) {
         for (int64_t b = 0; b < B; ++b) {
           const bool live = !masked || t < len[b];
           for (int64_t p = p0; p < p1; ++p)
-            dhp[b * P + p] = live ? host::dot(wt + p * 4 * H, dgt + b * 4 * H, 4 * H) : dhn[b * P + p];
+            s.dhp[b * P + p] = live ? host::dot(wt + p * 4 * H, s.dgt + b * 4 * H, 4 * H) : s.dhn[b * P + p];
         }
       });
     } else {
-      for_units(B, H, grain, cell);
-      if (!fast_gemm<scalar_t>(B, P, 4 * H, dgt, 4 * H, whh_p, dhp, P, false)) {
+      for_units(B, H, grain, cell_t);
+      if (!fast_gemm<scalar_t>(B, P, 4 * H, s.dgt, 4 * H, whh_p, s.dhp, P, false)) {
         at::Tensor dh_prev = dh_buf[(T - t) % 2];
         at::mm_out(dh_prev, dG[t], w_hh);
       }
-      if (masked) {
-        for (int64_t b = 0; b < B; ++b)
-          if (t >= len[b]) std::copy(dhn + b * P, dhn + (b + 1) * P, dhp + b * P);
-      }
+      pass_masked(s, t, 0, B);
     }
   }
 

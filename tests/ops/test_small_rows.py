@@ -151,17 +151,20 @@ def test_few_row_calls_match_reference_and_leave_weights_alone(cell, dtype, T, B
 
 # --- the packed AVX-512 GEMM path (T*B >= kPackRows = 256 rows) --------------------------------
 
-def _packed_case(cell, H, ragged):
+def _packed_case(cell, H, ragged, T=37, B=7):
     """fastrnn's cpu kernel (fp32) and the naive reference (fp64) on one packed-path problem:
     each returns [y, h_T, grads of x, states, weights and biases] for the same loss."""
     # 37*7 = 259 rows (a tail past the 8-row tiles), I=320 (a K block of 256 and a tail)
-    T, B, I = 37, 7, 320
+    I = 320
     w_ih, w_hh, b_ih, b_hh = _params(cell, I, H, torch.float64, seed=7)
     g = torch.Generator().manual_seed(8)
     x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
     h0 = torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5
     c0 = torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5
-    lengths = torch.tensor([37, 30, 37, 1, 12, 37, 36]) if ragged else None
+    lengths = None
+    if ragged:   # varied lengths, one of them T (the batch's maximum), one of 1
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        lengths[0], lengths[min(3, B - 1)] = T, 1
     gy = torch.randn(T, B, H, generator=g, dtype=torch.float64)
     if lengths is not None:
         gy = gy * (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)
@@ -199,13 +202,16 @@ def test_packed_gemm_path_outputs_and_gradients(cell, ragged, H):
 @needs_cpu
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_packed_gemm_path_same_result_on_any_thread_count(cell, threads):
+@pytest.mark.parametrize("T,B", [(37, 7), (11, 25)])
+def test_packed_gemm_path_same_result_on_any_thread_count(cell, threads, T, B):
     # The suite runs on one thread (conftest); here the GEMMs' column strips, the weight grads'
     # row groups (each thread packing its own panels of the transposed A), the cells and the
     # packing split over 2 and 3 threads. Each sum runs over k in the same order however the
     # work is split, so everything but the bias grads (ATen's sum over T*B rows) is bit for bit
     # the one-thread result.
-    ours, _ = _packed_case(cell, 96, ragged=True)
+    # At B=25 (>= 8 rows a thread) each thread runs the whole recurrence of its own rows instead
+    # (batch_groups: 12 + 13 rows on 2 threads, 8 + 8 + 9 on 3).
+    ours, _ = _packed_case(cell, 96, ragged=True, T=T, B=B)
     n = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
