@@ -7,7 +7,8 @@
 // batches hand-written GEMVs fused with the cell), then the cell. Backward through time writes
 // the x-side and h-side pre-activation grads dGx, dGh [T,B,3H] (they differ only in the n block:
 // dhn = dxn * r) and carries dh_{t-1} = dh z + dGh_t W_hh; the weight grads and dx are big
-// GEMMs after the loop.
+// GEMMs after the loop. With at least 8 batch rows a thread (batch_groups), each thread runs
+// all the steps of its own rows, forward and backward, instead of splitting every step.
 //
 // saved (only when needs_grad): {gates [T,B,3H] activated r|z|n, hn [T,B,H] = W_hn h + b_hn}.
 #include <ATen/ATen.h>

@@ -9,7 +9,9 @@
 //     allocation, one parallel region per step).
 // Backward through time keeps the per-step work to the pointwise cell backward plus dh_{t-1} =
 // dG_t W_hh, writing dG_t into a [T,B,4H] buffer; dW_ih, dW_hh, db and dx are then single big
-// GEMMs/reductions over all T.
+// GEMMs/reductions over all T. With at least 8 batch rows a thread (batch_groups, no proj),
+// each thread runs all the steps of its own rows, forward and backward, with no barrier between
+// steps, instead of splitting every step's GEMM and cells over the threads.
 //
 // saved (only when needs_grad): {gates [T,B,4H] activated i|f|g|o, cs [T,B,H] cell state after
 // each step (carried through masked steps), and with proj r [T,B,H] = o*tanh(c)}.
