@@ -126,6 +126,14 @@ inline int64_t batch_groups(int64_t B, const at::Tensor& packed_whh) {
   return packed_whh.defined() && n >= 2 && B >= 8 * n ? n : 1;
 }
 
+// Runs fn(b0, b1) for each of `groups` groups of batch rows [b0, b1), one thread each.
+template <typename F>
+void for_batch_groups(int64_t B, int64_t groups, const F& fn) {
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) fn(B * g / groups, B * (g + 1) / groups);
+  });
+}
+
 // A weight gradient C[M,N] = A^T B with A = dG [K, M] (row-major, leading dimension lda: the
 // gate gradients of all T*B rows) read transposed in place, B packed by pack_for_gemm. Split
 // over 8-row groups of C, so that each thread packs only its own rows of A^T into panels; split

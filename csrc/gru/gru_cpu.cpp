@@ -153,14 +153,11 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const int64_t groups = batch_groups(B, whhT);
   if (groups > 1) {
     // Each thread runs the whole recurrence of its own rows (batch_groups), with its rows of Gh.
-    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t b0 = B * g / groups, b1 = B * (g + 1) / groups;
-        for (int64_t t = 0; t < T; ++t) {
-          const Step s = step_at(t);
-          gemm_on_this_thread<scalar_t>(b1 - b0, 3 * H, H, s.hp + b0 * H, H, whhT, gh + b0 * 3 * H, 3 * H, false, bhh);
-          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
-        }
+    for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
+      for (int64_t t = 0; t < T; ++t) {
+        const Step s = step_at(t);
+        gemm_on_this_thread<scalar_t>(b1 - b0, 3 * H, H, s.hp + b0 * H, H, whhT, gh + b0 * 3 * H, 3 * H, false, bhh);
+        for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
       }
     });
   }
@@ -276,14 +273,11 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   const int64_t groups = batch_groups(B, whh_p);
   if (groups > 1) {
     // Each thread runs the whole recurrence of its own rows (batch_groups).
-    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t b0 = B * g / groups, b1 = B * (g + 1) / groups;
-        for (int64_t t = T - 1; t >= 0; --t) {
-          const Step s = step_at(t);
-          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
-          gemm_on_this_thread<scalar_t>(b1 - b0, H, 3 * H, s.dgh + b0 * 3 * H, 3 * H, whh_p, s.dhp + b0 * H, H, true);
-        }
+    for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const Step s = step_at(t);
+        for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
+        gemm_on_this_thread<scalar_t>(b1 - b0, H, 3 * H, s.dgh + b0 * 3 * H, 3 * H, whh_p, s.dhp + b0 * H, H, true);
       }
     });
   }
