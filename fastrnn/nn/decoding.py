@@ -121,6 +121,8 @@ class _Greedy:
 
     def run(self, L: int, every: int, cuda_graph: bool) -> None:
         start = 0
+        if L == 0:
+            return
         if cuda_graph:
             # The first step runs eagerly on a side stream (a graph's warm-up: it sets up the
             # library handles and the allocator's pool); then one step is captured (capturing
