@@ -171,7 +171,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
     }
   };
 
-  const int64_t groups = proj || few_rows ? 1 : batch_groups(B, whhT);
+  const int64_t groups = proj ? 1 : batch_groups(B, whhT);
   if (groups > 1) {
     // Each thread runs the whole recurrence of its own rows (batch_groups).
     for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
