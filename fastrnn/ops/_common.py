@@ -51,6 +51,23 @@ def needs_autograd(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def graph_backward(reference: Callable, inputs: Sequence, needs: Sequence[bool], grad_outputs: Sequence):
+    """A Function's backward when autograd asks for a graph of it (``create_graph=True``: gradient
+    penalties, Hessian-vector products, ``gradgradcheck``), as torch.nn's CPU RNNs allow: the
+    gradients of the family's pure-PyTorch ``reference`` re-run on the saved ``inputs``, built as
+    a graph so that they can be differentiated again (through the inputs and the grad_outputs).
+    The kernels' own backward builds no graph; this path costs a reference forward and backward
+    and runs only when a graph is asked for. Returns one gradient or None per input."""
+    wrt = [t for t, n in zip(inputs, needs) if n]
+    outs = reference(*inputs)
+    pairs = [(o, g) for o, g in zip(outs, grad_outputs) if o.requires_grad]
+    if not pairs or not wrt:
+        return [None] * len(inputs)
+    got = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True,
+                                   allow_unused=True))
+    return [next(got) if n else None for n in needs]
+
+
 def c_ext():
     """The compiled extension module, or None."""
     from fastrnn import _ext

@@ -240,6 +240,32 @@ def test_matches_torch_fp64(mode, case, backend):
     assert_matches(got, want, **F64)
 
 
+def penalty_grads(module, c: Case, x, hx):
+    """The grads of a gradient penalty (the squared norm of a loss's first-order grads, taken with
+    create_graph=True) against the input, hx and every parameter: double backward."""
+    out, states, _ = run(module, c, x, hx)
+    g = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() + (t ** 2).sum()
+               for t in (out, *states))
+    hxs = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
+    wrt = [x, *hxs, *module.parameters()]
+    first = torch.autograd.grad(loss, wrt, create_graph=True)
+    return first, torch.autograd.grad(sum((f ** 2).sum() for f in first), wrt)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode, case", [p for p in MODE_CASES if p.values[1].quick])
+def test_double_backward_matches_torch(mode, case, backend):
+    """Gradient penalties work as with torch.nn's CPU modules (the kernels' Functions hand autograd
+    the reference's graph when it asks for one), through packing, both directions and layers."""
+    skip_unless_runs(mode, backend, _layer_calls(mode, case, torch.float64))
+    ref, mod = make_pair(mode, case, backend=backend)
+    x, hx = make_inputs(mode, case)
+    got, want = penalty_grads(mod, case, x, hx), penalty_grads(ref, case, x, hx)
+    assert_close(got[0], want[0], **F64, what="first-order grads")
+    assert_close(got[1], want[1], **F64, what="grads of the penalty")
+
+
 FP32_CASE = Case(5, 3, 6, 12, layers=2, bidirectional=True, packed="unsorted", lengths=(3, 5, 2),
                  quick=True)
 

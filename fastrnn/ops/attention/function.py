@@ -13,9 +13,13 @@ Backend contract (cpu and cuda through fastrnn._C, triton through triton.py):
 (an output the caller gets anyway, O(B*Tq*Tk)) rather than a log-sum-exp, so it never has to
 recompute the scores before the softmax gradient; the additive backward recomputes tanh tile
 by tile instead of saving [B,Tq,Tk,H]. dv_score is None for dot-like calls.
+Asked for a graph of the backward (create_graph=True), the Function returns the reference's
+gradients as a graph instead (_common.graph_backward), so double backward works.
 """
 import torch
-from torch.autograd.function import once_differentiable
+
+from fastrnn.ops._common import graph_backward
+from fastrnn.ops.attention import naive
 
 
 class AttentionFunction(torch.autograd.Function):
@@ -29,9 +33,11 @@ class AttentionFunction(torch.autograd.Function):
         return out, weights
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dctx, dweights):
         qp, kp, v, mask, v_score, weights, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            return (None, *graph_backward(naive.mapped_attention, (qp, kp, v, mask, v_score),
+                                          ctx.needs_input_grad[1:6], (dctx, dweights)))
         dqp, dkp, dv, dvs = ctx.impl.bwd(dctx.contiguous(), dweights.contiguous(), qp, kp, v, mask,
                                          v_score, weights, tuple(saved))
         need = ctx.needs_input_grad

@@ -59,6 +59,19 @@ def masked_softmax(e: Tensor, mask: Optional[Tensor]) -> Tensor:
     return w.masked_fill(~keep, 0.0)
 
 
+def mapped_attention(qp: Tensor, kp: Tensor, values: Tensor, mask: Optional[Tensor] = None,
+                     v_score: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """What the fused kernels compute from the query and keys already mapped for the kind:
+    e = qp . kp (dot-like, v_score None) or v_score . tanh(qp + kp) (additive), then the masked
+    softmax and the weighted sum (function.py's contract)."""
+    if v_score is None:
+        e = qp @ kp.transpose(1, 2)
+    else:
+        e = torch.tanh(qp.unsqueeze(2) + kp.unsqueeze(1)) @ v_score
+    w = masked_softmax(e, mask)
+    return w @ values, w
+
+
 def attention(query: Tensor, keys: Tensor, values: Optional[Tensor] = None, *, kind: str,
               mask: Optional[Tensor] = None, weight=None, u=None, v=None, w_query=None, w_key=None,
               v_score=None, key_proj=None) -> Tuple[Tensor, Tensor]:
