@@ -49,6 +49,7 @@ void linear_init(py::module& m) {
   m.def("linear_small", &linear_small,
         "x [M, K] W[N, K]^T + b on the CPU for small M (decoding steps): a parallel, memory-streaming GEMV",
         py::arg("x"), py::arg("weight"), py::arg("bias"));
+  m.attr("SMALL_ROWS") = cpu::kSmallRows;  // fastrnn/ops/linear.py routes by the same bound
 }
 
 }  // namespace fastrnn

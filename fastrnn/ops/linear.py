@@ -23,7 +23,8 @@ from fastrnn.ops._common import c_ext, needs_autograd
 
 # Up to this many rows (the product of x's leading dimensions) the CPU path is taken; measured
 # faster than F.linear at every size tried up to 16 rows (K 600-1200, N 600-20000, 1-2 threads).
-SMALL_ROWS = 16
+# The bound is the kernels' (csrc/common/cpu_kernels.h kSmallRows, exported by fastrnn._C).
+SMALL_ROWS = int(getattr(c_ext(), "SMALL_ROWS", 16))
 _DTYPES = (torch.float32, torch.float64)
 
 
