@@ -72,9 +72,16 @@ def _device_ok(name: str, device: torch.device) -> Optional[str]:
         return f"backend 'cuda' needs CUDA tensors, got tensors on {device}"
     if name == "cpu" and device.type != "cpu":
         return f"backend 'cpu' needs CPU tensors, got tensors on {device}"
-    if name == "triton" and device.type != "cuda" and not triton_interpreted():
+    if name == "triton" and device.type != "cuda" and not (device.type == "cpu" and triton_interpreted()):
         return "backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)"
     return None
+
+
+def _transforms_active() -> bool:
+    """Whether a torch.func transform (vmap, grad, jacrev, ...) is tracing this call: those need
+    PyTorch ops they can batch and differentiate, which the kernels are not, so the call goes to
+    the reference (as torch.nn's modules, which are made of such ops, work under them)."""
+    return torch._C._are_functorch_transforms_active()
 
 
 _logged = set()
@@ -106,7 +113,8 @@ def pick(family: str, impls: Dict[str, object], device: torch.device,
     ``check``. An explicit ``backend`` that cannot take the call raises RuntimeError naming why.
     """
     key = (family, tuple((k, id(v)) for k, v in impls.items()), device, backend,
-           os.environ.get("FASTRNN_BACKEND"), triton_interpreted(), tuple(sorted(call.items())))
+           os.environ.get("FASTRNN_BACKEND"), triton_interpreted(), _transforms_active(),
+           tuple(sorted(call.items())))
     try:
         hit = _cache.get(key)
     except TypeError:  # an unhashable call argument: no caching
@@ -155,4 +163,6 @@ def _refusal(name: str, impls, device, call) -> Optional[str]:
     reason = _device_ok(name, device)
     if reason is not None:
         return reason
+    if name != "reference" and _transforms_active():
+        return "torch.func transforms (vmap, grad, jacrev, ...) run on the reference backend"
     return impls[name].check(**call)

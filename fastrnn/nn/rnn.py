@@ -58,7 +58,7 @@ def _amp_dtype(x: Tensor, weight: Tensor, lstm_layer: bool) -> Optional[torch.dt
     (cuDNN RNNs and the cells are on its lower-precision list); on the CPU the LSTM layer op is,
     while GRU and the cells run their matmuls low but stay in the input's dtype."""
     dev = x.device.type
-    if not x.is_floating_point() or not torch.is_autocast_enabled(dev):
+    if not x.is_floating_point() or not torch.amp.is_autocast_available(dev) or not torch.is_autocast_enabled(dev):
         return None
     if dev == "cuda" or lstm_layer or x.dtype != weight.dtype:
         return torch.get_autocast_dtype(dev)

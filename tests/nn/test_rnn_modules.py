@@ -266,6 +266,32 @@ def test_double_backward_matches_torch(mode, case, backend):
     assert_close(got[1], want[1], **F64, what="grads of the penalty")
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_meta_device_gives_torch_shapes(mode):
+    """Modules on the meta device (deferred init, shape inference) run as torch.nn's do."""
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True, device="meta")
+    ref, mod = getattr(torch.nn, mode)(4, 5, **kw), getattr(fastrnn, mode)(4, 5, **kw)
+    x = torch.empty(2, 3, 4, device="meta")
+    got, want = mod(x), ref(x)
+    assert got[0].shape == want[0].shape and got[0].device.type == "meta"
+    for g, w in zip(got[1] if mode == "LSTM" else [got[1]], want[1] if mode == "LSTM" else [want[1]]):
+        assert g.shape == w.shape
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_torch_func_transforms_match_torch(mode):
+    """torch.func.grad and jacrev give torch.nn's results (the calls run on the reference under
+    the transforms); vmap, which torch.nn's RNNs lack, matches a loop."""
+    from torch.func import grad, jacrev, vmap
+    c = Case(3, 2, 4, 5, layers=2, bidirectional=True)
+    ref, mod = make_pair(mode, c)
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    for fn in (grad(lambda z, m: m(z)[0].pow(2).sum()), jacrev(lambda z, m: m(z)[0])):
+        assert_close(fn(x, mod), fn(x, ref), **F64)
+    xs = torch.randn(4, 3, 2, 4, dtype=torch.float64)
+    assert_close(vmap(lambda z: mod(z)[0])(xs), torch.stack([ref(z)[0] for z in xs]), **F64)
+
+
 FP32_CASE = Case(5, 3, 6, 12, layers=2, bidirectional=True, packed="unsorted", lengths=(3, 5, 2),
                  quick=True)
 

@@ -93,6 +93,27 @@ def test_explicit_cuda_on_cpu_tensors_raises():
         backends.pick("lstm", {"cuda": Fake("cuda"), **fakes()}, CPU, backend="cuda")
 
 
+def test_meta_tensors_go_to_the_reference():
+    # not the CPU kernels, nor the Triton interpreter (which takes CPU tensors only)
+    assert backends.pick("lstm", fakes(), torch.device("meta")).name == "reference"
+
+
+def test_torch_func_transforms_go_to_the_reference():
+    from torch.func import vmap
+    picked = []
+
+    def f(x):
+        picked.append(backends.pick("lstm", fakes(), CPU).name)
+        with pytest.raises(RuntimeError, match="torch.func transforms"):
+            backends.pick("lstm", fakes(), CPU, backend="cpu")
+        return x * 2
+
+    vmap(f)(torch.ones(3, 2))
+    assert picked == ["reference"]
+    # and outside the transform the (cached) choice is the kernel again
+    assert backends.pick("lstm", fakes(), CPU).name != "reference" or not _ext.has_ext()
+
+
 def test_fallback_when_a_backend_refuses():
     picked = backends.pick("lstm", fakes(cpu="no", triton="no"), CPU)
     assert picked.name == "reference"
