@@ -54,6 +54,23 @@ inline at::Tensor out_empty(at::IntArrayRef sizes, const at::TensorOptions& opts
 // torch.nn's on ATen's GEMM when it packed W_ih and W_hh on every call.
 constexpr int64_t kPackRows = 256;
 
+// Steps per chunk of a forward's input projection. With gradients the pre-activations of all T
+// steps are kept (the backward reads the activated gates), so one chunk. Without, Tc steps at a
+// time go through one reused buffer of about kChunkBytes: the gates of all T at T=128, B=64,
+// H=512 are 64 MB, which glibc maps fresh (and the kernel faults in page by page) on every call,
+// and inference memory no longer grows with T beyond y. A chunk keeps at least kPackRows rows,
+// so that its GEMM stays on the packed kernel. FASTRNN_CPU_CHUNK_STEPS=n overrides (tests:
+// chunked and whole runs give the same bits on the packed GEMM's path).
+constexpr int64_t kChunkBytes = int64_t(4) << 20;
+inline int64_t input_chunk_steps(int64_t T, int64_t B, int64_t step_bytes, bool needs_grad) {
+  if (needs_grad) return T;
+  const char* s = std::getenv("FASTRNN_CPU_CHUNK_STEPS");
+  const int64_t want = (s != nullptr && *s != 0)
+                           ? std::atoll(s)
+                           : std::max(kChunkBytes / std::max<int64_t>(1, step_bytes), (kPackRows + B - 1) / B);
+  return std::min(T, std::max<int64_t>(1, want));
+}
+
 // B [K, N] (any strides) packed into the column strips of host::gemm_f32_avx512 for GEMMs with
 // `rows` rows of A in all, or an undefined tensor where that kernel does not apply or does not
 // pay (fp64, N not a multiple of 32, no AVX-512, rows < kPackRows): fast_gemm then returns false

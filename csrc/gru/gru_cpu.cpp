@@ -86,24 +86,30 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_ih.size(0) / 3;
   const auto opts = x.options();
 
-  // Input projection for all steps: Gx = X W_ih^T + b_ih  [T,B,3H].
+  // Input projection, Tc steps at a time (all T when the backward needs them, input_chunk_steps):
+  // Gx = X W_ih^T + b_ih  [Tc,B,3H], one GEMM per chunk.
   at::Tensor x2 = x.reshape({T * B, I});
+  const int64_t Tc = input_chunk_steps(T, B, B * 3 * H * int64_t(sizeof(scalar_t)), needs_grad);
   // A fresh buffer (at T*B = 1, b_ih->expand(...).contiguous() would be b_ih itself, and the
   // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
-  at::Tensor Gx = out_empty({T * B, 3 * H}, opts);
-  if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
-    if (defined(b_ih)) Gx.copy_(b_ih->expand({T * B, 3 * H}));
-    small_gemm_nt<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
-                            Gx.data_ptr<scalar_t>(), defined(b_ih));
-  } else if (!fast_gemm<scalar_t>(T * B, 3 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t(), T * B),
-                                  Gx.data_ptr<scalar_t>(), 3 * H, false,
-                                  defined(b_ih) ? b_ih->data_ptr<scalar_t>() : nullptr)) {
-    Gx = defined(b_ih) ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
-  }
-  Gx = Gx.view({T, B, 3 * H});
+  at::Tensor Gx = out_empty({Tc * B, 3 * H}, opts);
+  const bool few_rows = T * B <= kSmallRows;  // a decoder's single step: streaming GEMVs, no packing
+  at::Tensor wihT = few_rows ? at::Tensor() : pack_for_gemm<scalar_t>(w_ih.t(), Tc * B);
+  auto project = [&](int64_t t0, int64_t t1) {  // Gx's first (t1 - t0) * B rows: steps [t0, t1)
+    const int64_t M = (t1 - t0) * B;
+    const scalar_t* xs = x2.data_ptr<scalar_t>() + t0 * B * I;
+    if (few_rows) {
+      if (defined(b_ih)) Gx.narrow(0, 0, M).copy_(b_ih->expand({M, 3 * H}));
+      small_gemm_nt<scalar_t>(M, 3 * H, I, xs, w_ih.data_ptr<scalar_t>(), Gx.data_ptr<scalar_t>(), defined(b_ih));
+    } else if (!fast_gemm<scalar_t>(M, 3 * H, I, xs, I, wihT, Gx.data_ptr<scalar_t>(), 3 * H, false,
+                                    defined(b_ih) ? b_ih->data_ptr<scalar_t>() : nullptr)) {
+      at::Tensor out = Gx.narrow(0, 0, M);
+      if (defined(b_ih)) at::addmm_out(out, *b_ih, x2.narrow(0, t0 * B, M), w_ih.t());
+      else at::mm_out(out, x2.narrow(0, t0 * B, M), w_ih.t());
+    }
+  };
   // W_hh^T packed once per call for the per-step GEMMs; a short call (a decoder's step with a
   // beam) streams W_hh instead of packing it.
-  const bool few_rows = T * B <= kSmallRows;
   at::Tensor whhT = (B <= kSmallBatch || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
   at::Tensor y = out_empty({T, B, H}, opts);  // every element written below
   at::Tensor HN = out_empty({needs_grad ? T : 1, B, H}, opts);
@@ -128,11 +134,12 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
     const scalar_t* hp;  // h_{t-1}
     scalar_t *hnew, *gt, *yt, *hn;
   };
+  int64_t t_base = 0;  // the first step of the chunk in Gx
   auto step_at = [&](int64_t t) {
     Step s;
     s.hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * H : y_all + (t - 1) * B * H);
     s.hnew = masked ? hs_all + (t % 2) * B * H : nullptr;
-    s.gt = gx_all + t * B * 3 * H;
+    s.gt = gx_all + (t - t_base) * B * 3 * H;
     s.yt = y_all + t * B * H;
     s.hn = hn_all + (needs_grad ? t : 0) * B * H;
     return s;
@@ -151,51 +158,56 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   };
 
   const int64_t groups = batch_groups(B, whhT);
-  if (groups > 1) {
-    // Each thread runs the whole recurrence of its own rows (batch_groups), with its rows of Gh.
-    for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
-      for (int64_t t = 0; t < T; ++t) {
-        const Step s = step_at(t);
-        gemm_on_this_thread<scalar_t>(b1 - b0, 3 * H, H, s.hp + b0 * H, H, whhT, gh + b0 * 3 * H, 3 * H, false, bhh);
-        for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
-      }
-    });
-  }
-  for (int64_t t = 0; t < T && groups == 1; ++t) {
-    const Step s = step_at(t);
-    if (small) {
-      // Fused GEMV + cell: each thread owns hidden units [j0, j1) of the 3 gates for all rows.
-      at::parallel_for(0, H, gemv_grain(3 * H * B), [&](int64_t j0, int64_t j1) {
-        for (int64_t b = 0; b < B; ++b) {
-          const scalar_t* hb = s.hp + b * H;
-          scalar_t* a = gh + b * 3 * H;
-          for (int64_t k = 0; k < 3; ++k)
-            for (int64_t j = j0; j < j1; ++j)
-              a[k * H + j] = (bhh ? bhh[k * H + j] : scalar_t(0)) + host::dot(whh + (k * H + j) * H, hb, H);
-          cell(s, t, b, j0, j1);
+  for (int64_t t0 = 0; t0 < T; t0 += Tc) {
+    const int64_t t1 = std::min(T, t0 + Tc);
+    t_base = t0;
+    project(t0, t1);
+    if (groups > 1) {
+      // Each thread runs the whole recurrence of its own rows (batch_groups), with its rows of Gh.
+      for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const Step s = step_at(t);
+          gemm_on_this_thread<scalar_t>(b1 - b0, 3 * H, H, s.hp + b0 * H, H, whhT, gh + b0 * 3 * H, 3 * H, false, bhh);
+          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
         }
       });
-    } else {
-      // Gh = h_{t-1} W_hh^T + b_hh (the packed GEMM starts its tiles from the bias row; the
-      // other paths accumulate onto copies of it), then the cell over all B x H units.
-      if (bhh && !whhT.defined()) {
-        for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
+    }
+    for (int64_t t = t0; t < t1 && groups == 1; ++t) {
+      const Step s = step_at(t);
+      if (small) {
+        // Fused GEMV + cell: each thread owns hidden units [j0, j1) of the 3 gates for all rows.
+        at::parallel_for(0, H, gemv_grain(3 * H * B), [&](int64_t j0, int64_t j1) {
+          for (int64_t b = 0; b < B; ++b) {
+            const scalar_t* hb = s.hp + b * H;
+            scalar_t* a = gh + b * 3 * H;
+            for (int64_t k = 0; k < 3; ++k)
+              for (int64_t j = j0; j < j1; ++j)
+                a[k * H + j] = (bhh ? bhh[k * H + j] : scalar_t(0)) + host::dot(whh + (k * H + j) * H, hb, H);
+            cell(s, t, b, j0, j1);
+          }
+        });
+      } else {
+        // Gh = h_{t-1} W_hh^T + b_hh (the packed GEMM starts its tiles from the bias row; the
+        // other paths accumulate onto copies of it), then the cell over all B x H units.
+        if (bhh && !whhT.defined()) {
+          for (int64_t b = 0; b < B; ++b) std::copy(bhh, bhh + 3 * H, gh + b * 3 * H);
+        }
+        if (few_rows) {
+          small_gemm_nt<scalar_t>(B, 3 * H, H, s.hp, whh, gh, bhh != nullptr);
+        } else if (!fast_gemm<scalar_t>(B, 3 * H, H, s.hp, H, whhT, gh, 3 * H, false, bhh)) {
+          const at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
+          if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
+          else at::mm_out(Gh, h_prev, w_hh.t());
+        }
+        for_units(B, H, grain, [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); });
       }
-      if (few_rows) {
-        small_gemm_nt<scalar_t>(B, 3 * H, H, s.hp, whh, gh, bhh != nullptr);
-      } else if (!fast_gemm<scalar_t>(B, 3 * H, H, s.hp, H, whhT, gh, 3 * H, false, bhh)) {
-        const at::Tensor h_prev = t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]);
-        if (bhh) at::addmm_out(Gh, *b_hh, h_prev, w_hh.t());
-        else at::mm_out(Gh, h_prev, w_hh.t());
-      }
-      for_units(B, H, grain, [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); });
     }
   }
 
   at::Tensor hT = (masked ? hs[(T - 1) % 2] : y[T - 1]).clone();
   std::vector<at::Tensor> out{y, hT};
   if (needs_grad) {
-    out.push_back(Gx);
+    out.push_back(Gx.view({T, B, 3 * H}));
     out.push_back(HN);
   }
   return out;

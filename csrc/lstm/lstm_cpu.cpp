@@ -92,26 +92,32 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const int64_t P = proj ? w_hr->size(0) : H;
   const auto opts = x.options();
 
-  // Input projection for all steps in one GEMM: G = X W_ih^T + (b_ih + b_hh)  [T,B,4H].
+  // Input projection, Tc steps at a time (all T when the backward needs them, input_chunk_steps):
+  // G = X W_ih^T + (b_ih + b_hh)  [Tc,B,4H], one GEMM per chunk.
   at::Tensor x2 = x.reshape({T * B, I});
   const bool has_bias = defined(b_ih) || defined(b_hh);
   at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
+  const int64_t Tc = input_chunk_steps(T, B, B * 4 * H * int64_t(sizeof(scalar_t)), needs_grad);
   // A fresh buffer (at T*B = 1, bias.expand(...).contiguous() could be b_ih itself, and the
   // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
-  at::Tensor G = out_empty({T * B, 4 * H}, opts);
-  if (T * B <= kSmallRows) {  // a decoder's single step: streaming GEMVs, no packing of W_ih
-    if (has_bias) G.copy_(bias.expand({T * B, 4 * H}));
-    small_gemm_nt<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
-                            G.data_ptr<scalar_t>(), has_bias);
-  } else if (!fast_gemm<scalar_t>(T * B, 4 * H, I, x2.data_ptr<scalar_t>(), I, pack_for_gemm<scalar_t>(w_ih.t(), T * B),
-                                  G.data_ptr<scalar_t>(), 4 * H, false,
-                                  has_bias ? bias.data_ptr<scalar_t>() : nullptr)) {
-    G = has_bias ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
-  }
-  G = G.view({T, B, 4 * H});
+  at::Tensor G = out_empty({Tc * B, 4 * H}, opts);
+  const bool few_rows = T * B <= kSmallRows;  // a decoder's single step: streaming GEMVs, no packing
+  at::Tensor wihT = few_rows ? at::Tensor() : pack_for_gemm<scalar_t>(w_ih.t(), Tc * B);
+  auto project = [&](int64_t t0, int64_t t1) {  // G's first (t1 - t0) * B rows: steps [t0, t1)
+    const int64_t M = (t1 - t0) * B;
+    const scalar_t* xs = x2.data_ptr<scalar_t>() + t0 * B * I;
+    if (few_rows) {
+      if (has_bias) G.narrow(0, 0, M).copy_(bias.expand({M, 4 * H}));
+      small_gemm_nt<scalar_t>(M, 4 * H, I, xs, w_ih.data_ptr<scalar_t>(), G.data_ptr<scalar_t>(), has_bias);
+    } else if (!fast_gemm<scalar_t>(M, 4 * H, I, xs, I, wihT, G.data_ptr<scalar_t>(), 4 * H, false,
+                                    has_bias ? bias.data_ptr<scalar_t>() : nullptr)) {
+      at::Tensor out = G.narrow(0, 0, M);
+      if (has_bias) at::addmm_out(out, bias, x2.narrow(0, t0 * B, M), w_ih.t());
+      else at::mm_out(out, x2.narrow(0, t0 * B, M), w_ih.t());
+    }
+  };
   // W_hh^T packed once per call for the per-step GEMMs.
   // (a short call, such as a decoder's step with a beam, streams W_hh instead of packing it)
-  const bool few_rows = T * B <= kSmallRows;
   at::Tensor whhT = ((!proj && B <= kSmallBatch) || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
 
   at::Tensor y = out_empty({T, B, P}, opts);  // every element written below
@@ -141,13 +147,14 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
     const scalar_t* cp;  // c_{t-1}
     scalar_t *co, *hn, *gt, *yt, *rt;
   };
+  int64_t t_base = 0;  // the first step of the chunk in G
   auto step_at = [&](int64_t t) {
     Step s;
     s.hp = t == 0 ? h0p : (masked ? hs_all + ((t - 1) % 2) * B * P : y_all + (t - 1) * B * P);
     s.cp = t == 0 ? c0p : c_all + (needs_grad ? t - 1 : (t - 1) % 2) * B * H;
     s.co = c_all + (needs_grad ? t : t % 2) * B * H;
     s.hn = masked ? hs_all + (t % 2) * B * P : nullptr;
-    s.gt = g_all + t * B * 4 * H;
+    s.gt = g_all + (t - t_base) * B * 4 * H;
     s.yt = y_all + t * B * P;
     s.rt = proj ? r_all + (needs_grad ? t : 0) * B * H : nullptr;
     return s;
@@ -172,49 +179,54 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   };
 
   const int64_t groups = proj ? 1 : batch_groups(B, whhT);
-  if (groups > 1) {
-    // Each thread runs the whole recurrence of its own rows (batch_groups).
-    for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
-      for (int64_t t = 0; t < T; ++t) {
-        const Step s = step_at(t);
-        gemm_on_this_thread<scalar_t>(b1 - b0, 4 * H, P, s.hp + b0 * P, P, whhT, s.gt + b0 * 4 * H, 4 * H, true);
-        for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
-      }
-    });
-  }
-  for (int64_t t = 0; t < T && groups == 1; ++t) {
-    const Step s = step_at(t);
-    if (small) {
-      // Fused GEMV + cell: each thread owns hidden units [j0, j1) of every gate for all rows.
-      at::parallel_for(0, H, gemv_grain(4 * P * B), [&](int64_t j0, int64_t j1) {
-        for (int64_t b = 0; b < B; ++b) {
-          scalar_t* g = s.gt + b * 4 * H;
-          const scalar_t* hb = s.hp + b * P;
-          for (int64_t k = 0; k < 4; ++k)
-            for (int64_t j = j0; j < j1; ++j) g[k * H + j] += host::dot(whh + (k * H + j) * P, hb, P);
-          cell(s, t, b, j0, j1);
+  for (int64_t t0 = 0; t0 < T; t0 += Tc) {
+    const int64_t t1 = std::min(T, t0 + Tc);
+    t_base = t0;
+    project(t0, t1);
+    if (groups > 1) {
+      // Each thread runs the whole recurrence (of the chunk) of its own rows (batch_groups).
+      for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const Step s = step_at(t);
+          gemm_on_this_thread<scalar_t>(b1 - b0, 4 * H, P, s.hp + b0 * P, P, whhT, s.gt + b0 * 4 * H, 4 * H, true);
+          for (int64_t b = b0; b < b1; ++b) cell(s, t, b, 0, H);
         }
       });
-    } else {
-      // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
-      if (few_rows)
-        small_gemm_nt<scalar_t>(B, 4 * H, P, s.hp, whh, s.gt, true);
-      else if (!fast_gemm<scalar_t>(B, 4 * H, P, s.hp, P, whhT, s.gt, 4 * H, true))
-        G[t].addmm_(t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]), w_hh.t());
-      for_units(B, H, grain, [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); });
     }
+    for (int64_t t = t0; t < t1 && groups == 1; ++t) {
+      const Step s = step_at(t);
+      if (small) {
+        // Fused GEMV + cell: each thread owns hidden units [j0, j1) of every gate for all rows.
+        at::parallel_for(0, H, gemv_grain(4 * P * B), [&](int64_t j0, int64_t j1) {
+          for (int64_t b = 0; b < B; ++b) {
+            scalar_t* g = s.gt + b * 4 * H;
+            const scalar_t* hb = s.hp + b * P;
+            for (int64_t k = 0; k < 4; ++k)
+              for (int64_t j = j0; j < j1; ++j) g[k * H + j] += host::dot(whh + (k * H + j) * P, hb, P);
+            cell(s, t, b, j0, j1);
+          }
+        });
+      } else {
+        // G_t += h_{t-1} W_hh^T, then the cell over all B x H units.
+        if (few_rows)
+          small_gemm_nt<scalar_t>(B, 4 * H, P, s.hp, whh, s.gt, true);
+        else if (!fast_gemm<scalar_t>(B, 4 * H, P, s.hp, P, whhT, s.gt, 4 * H, true))
+          G.narrow(0, (t - t0) * B, B).addmm_(t == 0 ? h0 : (masked ? hs[(t - 1) % 2] : y[t - 1]), w_hh.t());
+        for_units(B, H, grain, [&](int64_t b, int64_t j0, int64_t j1) { cell(s, t, b, j0, j1); });
+      }
 
-    if (proj) {
-      // h_t = r_t W_hr^T; masked rows keep the old state and output 0.
-      at::Tensor yv = y[t];
-      at::mm_out(yv, R[needs_grad ? t : 0], w_hr->t());
-      if (masked) {
-        for (int64_t b = 0; b < B; ++b) {
-          if (t < len[b]) {
-            std::copy(s.yt + b * P, s.yt + (b + 1) * P, s.hn + b * P);
-          } else {
-            std::copy(s.hp + b * P, s.hp + (b + 1) * P, s.hn + b * P);
-            std::fill(s.yt + b * P, s.yt + (b + 1) * P, scalar_t(0));
+      if (proj) {
+        // h_t = r_t W_hr^T; masked rows keep the old state and output 0.
+        at::Tensor yv = y[t];
+        at::mm_out(yv, R[needs_grad ? t : 0], w_hr->t());
+        if (masked) {
+          for (int64_t b = 0; b < B; ++b) {
+            if (t < len[b]) {
+              std::copy(s.yt + b * P, s.yt + (b + 1) * P, s.hn + b * P);
+            } else {
+              std::copy(s.hp + b * P, s.hp + (b + 1) * P, s.hn + b * P);
+              std::fill(s.yt + b * P, s.yt + (b + 1) * P, scalar_t(0));
+            }
           }
         }
       }
@@ -225,7 +237,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   at::Tensor cT = cs[needs_grad ? T - 1 : (T - 1) % 2].clone();
   std::vector<at::Tensor> out{y, hT, cT};
   if (needs_grad) {
-    out.push_back(G);
+    out.push_back(G.view({T, B, 4 * H}));
     out.push_back(cs);
     if (proj) out.push_back(R);
   }

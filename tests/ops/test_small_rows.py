@@ -240,3 +240,67 @@ def test_unpoisoned_buffers_give_the_poisoned_result(cell, ragged, monkeypatch):
     monkeypatch.setenv("FASTRNN_CPU_POISON", "0")
     for i, (a, b) in enumerate(zip(ours(), poisoned)):
         assert torch.equal(a, b), f"output {i} differs without poisoning"
+
+
+
+def _inference_case(cell, dtype, T, B, H, I, ragged, proj=0, seed=11):
+    """fastrnn.ops.<cell> on the cpu backend without autograd (the kernel's needs_grad=False
+    forward) and the naive reference in fp64: two functions giving [y, h_T(, c_T)]."""
+    g = torch.Generator().manual_seed(seed)
+    gates = 4 if cell == "lstm" else 3
+    P = proj or H
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64) * 0.3  # noqa: E731
+    ts = [r(T, B, I), r(B, P), r(B, H), r(gates * H, I), r(gates * H, P), r(gates * H), r(gates * H)]
+    w_hr = r(P, H) if proj else None
+    lengths = None
+    if ragged:
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        lengths[0], lengths[B - 1] = T, 1
+
+    def call(dt, lstm, gru, **kw):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh = [t.to(dt) for t in ts]
+        with torch.no_grad():
+            if cell == "lstm":
+                y, (h, c) = lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None if w_hr is None else w_hr.to(dt),
+                                 lengths=lengths, **kw)
+                return [y, h, c]
+            y, h = gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=lengths, **kw)
+            return [y, h]
+
+    return (lambda: call(dtype, fastrnn.ops.lstm, fastrnn.ops.gru, backend="cpu"),
+            lambda: call(torch.float64, lstm_naive.lstm, gru_naive.gru))
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("gru", 0), ("lstm", 24)], ids=["lstm", "gru", "lstm-proj"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("T,B,threads,chunks", [(300, 2, 1, ("128", "200")), (13, 64, 1, ("4", "5")),
+                                                (13, 64, 2, ("4", "5"))],
+                         ids=["B2", "B64", "B64-2threads"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "ragged"])
+def test_inference_in_chunks_gives_the_whole_result(cell, proj, dtype, T, B, threads, chunks, ragged, monkeypatch):
+    # Without gradients the input projection runs a few steps at a time through one reused buffer
+    # (input_chunk_steps; FASTRNN_CPU_CHUNK_STEPS sets the chunk here, each of at least 256 rows,
+    # as the kernel's own choice keeps them, so that every chunk's GEMM is the packed one). That
+    # GEMM sums over k in the same order for any number of rows, so in fp32 (H=32: 4H and 3H
+    # multiples of 32) the chunked result is the whole one bit for bit; fp64 runs on ATen's
+    # GEMM, whose rounding may depend on the row count. B=2 takes the small-batch GEMV
+    # recurrence, B=64 on 2 threads the per-thread one (batch_groups).
+    ours, ref = _inference_case(cell, dtype, T=T, B=B, H=32, I=40, ragged=ragged, proj=proj)
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        monkeypatch.setenv("FASTRNN_CPU_CHUNK_STEPS", str(T))
+        whole = ours()
+        for steps in chunks:
+            monkeypatch.setenv("FASTRNN_CPU_CHUNK_STEPS", steps)
+            for i, (a, b) in enumerate(zip(ours(), whole)):
+                if dtype == torch.float32:
+                    assert torch.equal(a, b), f"output {i} differs in chunks of {steps} steps"
+                else:
+                    torch.testing.assert_close(a, b, **TOL[dtype])
+    finally:
+        torch.set_num_threads(n)
+    tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    for a, b in zip(whole, ref()):
+        torch.testing.assert_close(a.double(), b, **tol)
