@@ -124,10 +124,14 @@ __attribute__((target("avx512f,fma"))) inline void gemm_f32_avx512(int64_t M, in
 }
 
 // Packs columns [n0, n1) of B[k, n] = src[k * rs + n * cs] (k < K; n0, n1 multiples of 32) into
-// their 32-column strips: strip s at out + s * 32 * K, row-major within the strip.
-inline void pack_strips(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t n0, int64_t n1, float* out) {
+// their 32-column strips: strip s at out + s * 32 * K, row-major within the strip. With
+// strip_rows (>= K), strips of that many rows, of which these are the first K (the rows of
+// another block of B then go at out + K * 32).
+inline void pack_strips(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t n0, int64_t n1, float* out,
+                        int64_t strip_rows = 0) {
+  if (strip_rows == 0) strip_rows = K;
   for (int64_t s = n0; s < n1; s += 32) {
-    float* o = out + s * K;
+    float* o = out + s * strip_rows;
     for (int64_t k = 0; k < K; ++k)
       for (int64_t c = 0; c < 32; ++c) *o++ = src[k * rs + (s + c) * cs];
   }

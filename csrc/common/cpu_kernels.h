@@ -75,25 +75,35 @@ inline int64_t input_chunk_steps(int64_t T, int64_t B, int64_t step_bytes, bool 
 // `rows` rows of A in all, or an undefined tensor where that kernel does not apply or does not
 // pay (fp64, N not a multiple of 32, no AVX-512, rows < kPackRows): fast_gemm then returns false
 // and the caller uses ATen's GEMM.
+// pack_rows_for_gemm: the same for the rows of `top` [K1, N] followed by those of `bottom`
+// [K2, N] (undefined: none), without concatenating them first (the backward's
+// H_prev = [h0; y_0 .. y_{T-2}]).
 template <typename scalar_t>
-at::Tensor pack_for_gemm(const at::Tensor& B, int64_t rows) {
+at::Tensor pack_rows_for_gemm(const at::Tensor& top, const at::Tensor& bottom, int64_t rows) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const int64_t K = B.size(0), N = B.size(1);
+    const int64_t K1 = top.size(0), K2 = bottom.defined() ? bottom.size(0) : 0, K = K1 + K2, N = top.size(1);
     if (rows >= kPackRows && N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
-      at::Tensor out = at::empty({K * N}, B.options());
-      const float* src = B.data_ptr<float>();
+      at::Tensor out = at::empty({K * N}, top.options());
       float* dst = out.data_ptr<float>();
       // in parallel over the strips (the backward packs x and h_{t-1}: 2 MB each for an LSTM
       // at T*B = 2048, H = 256)
       at::parallel_for(0, N / 32, std::max<int64_t>(1, 16384 / K), [&](int64_t s0, int64_t s1) {
-        host::pack_strips(src, B.stride(0), B.stride(1), K, s0 * 32, s1 * 32, dst);
+        host::pack_strips(top.data_ptr<float>(), top.stride(0), top.stride(1), K1, s0 * 32, s1 * 32, dst, K);
+        if (K2 > 0)
+          host::pack_strips(bottom.data_ptr<float>(), bottom.stride(0), bottom.stride(1), K2, s0 * 32, s1 * 32,
+                            dst + K1 * 32, K);
       });
       return out;
     }
   }
 #endif
   return at::Tensor();
+}
+
+template <typename scalar_t>
+at::Tensor pack_for_gemm(const at::Tensor& B, int64_t rows) {
+  return pack_rows_for_gemm<scalar_t>(B, at::Tensor(), rows);
 }
 
 // C[M,N] = (accumulate ? C : bias or 0) + A[M,K] B[K,N] with B packed by pack_for_gemm, split

@@ -323,13 +323,14 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
   // dW_ih = dGx^T X and dW_hh = dGh^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512
   // GEMM (reading the grads as the transposed A, in place) where it applies, else ATen.
   at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H});
   at::Tensor dw_ih = at::empty({3 * H, I}, opts), dw_hh = at::empty({3 * H, H}, opts);
   at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 3 * H);
-  at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 3 * H) : at::Tensor();
+  at::Tensor h_p = x_p.defined()
+                       ? pack_rows_for_gemm<scalar_t>(h0, y.narrow(0, 0, T - 1).view({(T - 1) * B, H}), 3 * H)
+                       : at::Tensor();
   if (!x_p.defined() || !h_p.defined()) {
     at::mm_out(dw_ih, dGx2.t(), x2);
-    at::mm_out(dw_hh, dGh2.t(), hprev);
+    at::mm_out(dw_hh, dGh2.t(), at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, H}));
   } else {
     fast_weight_grad<scalar_t>(3 * H, I, T * B, dGx2.data_ptr<scalar_t>(), 3 * H, x_p, dw_ih.data_ptr<scalar_t>(), I);
     fast_weight_grad<scalar_t>(3 * H, H, T * B, dGh2.data_ptr<scalar_t>(), 3 * H, h_p, dw_hh.data_ptr<scalar_t>(), H);

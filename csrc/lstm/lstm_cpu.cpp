@@ -377,14 +377,15 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
     dx = at::mm(dG2, w_ih).view({T, B, I});
   // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
   // (reading dG as the transposed A, in place) where it applies, else ATen.
-  at::Tensor hprev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P});
   at::Tensor dw_ih = at::empty({4 * H, I}, opts), dw_hh = at::empty({4 * H, P}, opts);
   const scalar_t* dg = dG2.data_ptr<scalar_t>();
   at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 4 * H);
-  at::Tensor h_p = x_p.defined() ? pack_for_gemm<scalar_t>(hprev, 4 * H) : at::Tensor();
+  at::Tensor h_p = x_p.defined()
+                       ? pack_rows_for_gemm<scalar_t>(h0, y.narrow(0, 0, T - 1).view({(T - 1) * B, P}), 4 * H)
+                       : at::Tensor();
   if (!x_p.defined() || !h_p.defined()) {
     at::mm_out(dw_ih, dG2.t(), x2);
-    at::mm_out(dw_hh, dG2.t(), hprev);
+    at::mm_out(dw_hh, dG2.t(), at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P}));
   } else {
     fast_weight_grad<scalar_t>(4 * H, I, T * B, dg, 4 * H, x_p, dw_ih.data_ptr<scalar_t>(), I);
     fast_weight_grad<scalar_t>(4 * H, P, T * B, dg, 4 * H, h_p, dw_hh.data_ptr<scalar_t>(), P);

@@ -304,3 +304,13 @@ def test_inference_in_chunks_gives_the_whole_result(cell, proj, dtype, T, B, thr
     tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     for a, b in zip(whole, ref()):
         torch.testing.assert_close(a.double(), b, **tol)
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_packed_gemm_path_single_step(cell):
+    # T=1 with 260 rows at H=96 (4H and 3H >= 256 rows of dW): the weight grads' packed h_{t-1} is
+    # h0 alone (no rows of y follow it).
+    ours, ref = _packed_case(cell, 96, ragged=False, T=1, B=260)
+    for a, b in zip(ours(), ref()):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * (1 + b.abs().max().item()))
