@@ -295,6 +295,28 @@ void small_gemm_nt(int64_t M, int64_t N, int64_t K, const scalar_t* x, const sca
   });
 }
 
+// A forward's input projection for rows [r0, r1) of X [*, I]: G[0 : r1 - r0] = X[r0 : r1] W_ih^T
+// + bias (undefined: none), N = W_ih's rows. Streaming GEMVs for a call of a few rows
+// (few_rows), the packed GEMM where W_ih^T is packed (wihT; its tiles start from the bias row),
+// else ATen's. G is a fresh buffer: at one row, bias.expand(...).contiguous() could be b_ih
+// itself, which the GEMV would accumulate into.
+template <typename scalar_t>
+void project_inputs(const at::Tensor& x2, int64_t r0, int64_t r1, const at::Tensor& w_ih, const at::Tensor& wihT,
+                    bool few_rows, const at::Tensor& bias, at::Tensor& G) {
+  const int64_t M = r1 - r0, N = w_ih.size(0), I = w_ih.size(1);
+  const scalar_t* xs = x2.data_ptr<scalar_t>() + r0 * I;
+  const bool has_bias = bias.defined();
+  if (few_rows) {
+    if (has_bias) G.narrow(0, 0, M).copy_(bias.expand({M, N}));
+    small_gemm_nt<scalar_t>(M, N, I, xs, w_ih.data_ptr<scalar_t>(), G.data_ptr<scalar_t>(), has_bias);
+  } else if (!fast_gemm<scalar_t>(M, N, I, xs, I, wihT, G.data_ptr<scalar_t>(), N, false,
+                                  has_bias ? bias.data_ptr<scalar_t>() : nullptr)) {
+    at::Tensor out = G.narrow(0, 0, M);
+    if (has_bias) at::addmm_out(out, bias, x2.narrow(0, r0, M), w_ih.t());
+    else at::mm_out(out, x2.narrow(0, r0, M), w_ih.t());
+  }
+}
+
 
 inline int64_t pointwise_grain(int64_t B, int64_t H) {
   // Enough units per task to amortize the fork, few enough to split across the threads.

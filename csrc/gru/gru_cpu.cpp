@@ -90,24 +90,10 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   // Gx = X W_ih^T + b_ih  [Tc,B,3H], one GEMM per chunk.
   at::Tensor x2 = x.reshape({T * B, I});
   const int64_t Tc = input_chunk_steps(T, B, B * 3 * H * int64_t(sizeof(scalar_t)), needs_grad);
-  // A fresh buffer (at T*B = 1, b_ih->expand(...).contiguous() would be b_ih itself, and the
-  // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
   at::Tensor Gx = out_empty({Tc * B, 3 * H}, opts);
   const bool few_rows = T * B <= kSmallRows;  // a decoder's single step: streaming GEMVs, no packing
   at::Tensor wihT = few_rows ? at::Tensor() : pack_for_gemm<scalar_t>(w_ih.t(), Tc * B);
-  auto project = [&](int64_t t0, int64_t t1) {  // Gx's first (t1 - t0) * B rows: steps [t0, t1)
-    const int64_t M = (t1 - t0) * B;
-    const scalar_t* xs = x2.data_ptr<scalar_t>() + t0 * B * I;
-    if (few_rows) {
-      if (defined(b_ih)) Gx.narrow(0, 0, M).copy_(b_ih->expand({M, 3 * H}));
-      small_gemm_nt<scalar_t>(M, 3 * H, I, xs, w_ih.data_ptr<scalar_t>(), Gx.data_ptr<scalar_t>(), defined(b_ih));
-    } else if (!fast_gemm<scalar_t>(M, 3 * H, I, xs, I, wihT, Gx.data_ptr<scalar_t>(), 3 * H, false,
-                                    defined(b_ih) ? b_ih->data_ptr<scalar_t>() : nullptr)) {
-      at::Tensor out = Gx.narrow(0, 0, M);
-      if (defined(b_ih)) at::addmm_out(out, *b_ih, x2.narrow(0, t0 * B, M), w_ih.t());
-      else at::mm_out(out, x2.narrow(0, t0 * B, M), w_ih.t());
-    }
-  };
+  const at::Tensor bih = defined(b_ih) ? *b_ih : at::Tensor();
   // W_hh^T packed once per call for the per-step GEMMs; a short call (a decoder's step with a
   // beam) streams W_hh instead of packing it.
   at::Tensor whhT = (B <= kSmallBatch || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
@@ -161,7 +147,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   for (int64_t t0 = 0; t0 < T; t0 += Tc) {
     const int64_t t1 = std::min(T, t0 + Tc);
     t_base = t0;
-    project(t0, t1);
+    project_inputs<scalar_t>(x2, t0 * B, t1 * B, w_ih, wihT, few_rows, bih, Gx);
     if (groups > 1) {
       // Each thread runs the whole recurrence of its own rows (batch_groups), with its rows of Gh.
       for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {

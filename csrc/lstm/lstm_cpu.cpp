@@ -98,24 +98,9 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   const bool has_bias = defined(b_ih) || defined(b_hh);
   at::Tensor bias = has_bias ? (defined(b_ih) ? (defined(b_hh) ? *b_ih + *b_hh : *b_ih) : *b_hh) : at::Tensor();
   const int64_t Tc = input_chunk_steps(T, B, B * 4 * H * int64_t(sizeof(scalar_t)), needs_grad);
-  // A fresh buffer (at T*B = 1, bias.expand(...).contiguous() could be b_ih itself, and the
-  // GEMV accumulates into it); the packed GEMM starts its tiles from the bias row instead.
   at::Tensor G = out_empty({Tc * B, 4 * H}, opts);
   const bool few_rows = T * B <= kSmallRows;  // a decoder's single step: streaming GEMVs, no packing
   at::Tensor wihT = few_rows ? at::Tensor() : pack_for_gemm<scalar_t>(w_ih.t(), Tc * B);
-  auto project = [&](int64_t t0, int64_t t1) {  // G's first (t1 - t0) * B rows: steps [t0, t1)
-    const int64_t M = (t1 - t0) * B;
-    const scalar_t* xs = x2.data_ptr<scalar_t>() + t0 * B * I;
-    if (few_rows) {
-      if (has_bias) G.narrow(0, 0, M).copy_(bias.expand({M, 4 * H}));
-      small_gemm_nt<scalar_t>(M, 4 * H, I, xs, w_ih.data_ptr<scalar_t>(), G.data_ptr<scalar_t>(), has_bias);
-    } else if (!fast_gemm<scalar_t>(M, 4 * H, I, xs, I, wihT, G.data_ptr<scalar_t>(), 4 * H, false,
-                                    has_bias ? bias.data_ptr<scalar_t>() : nullptr)) {
-      at::Tensor out = G.narrow(0, 0, M);
-      if (has_bias) at::addmm_out(out, bias, x2.narrow(0, t0 * B, M), w_ih.t());
-      else at::mm_out(out, x2.narrow(0, t0 * B, M), w_ih.t());
-    }
-  };
   // W_hh^T packed once per call for the per-step GEMMs.
   // (a short call, such as a decoder's step with a beam, streams W_hh instead of packing it)
   at::Tensor whhT = ((!proj && B <= kSmallBatch) || few_rows) ? at::Tensor() : pack_for_gemm<scalar_t>(w_hh.t(), T * B);
@@ -182,7 +167,7 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& x, const at::Tensor& h0, cons
   for (int64_t t0 = 0; t0 < T; t0 += Tc) {
     const int64_t t1 = std::min(T, t0 + Tc);
     t_base = t0;
-    project(t0, t1);
+    project_inputs<scalar_t>(x2, t0 * B, t1 * B, w_ih, wihT, few_rows, bias, G);
     if (groups > 1) {
       // Each thread runs the whole recurrence (of the chunk) of its own rows (batch_groups).
       for_batch_groups(B, groups, [&](int64_t b0, int64_t b1) {
