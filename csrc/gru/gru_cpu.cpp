@@ -2,7 +2,8 @@
 //   r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r * hn), h = (1 - z) n + z h_prev
 // where x* = x W_i*^T + b_i* and h* = h_prev W_h*^T + b_h*: hn stays separate from xn.
 //
-// Forward: the input projection is ONE GEMM over all T*B rows into Gx [T,B,3H]; per step the
+// Forward: the input projection is ONE GEMM over all T*B rows into Gx [T,B,3H] (without grads,
+// one per chunk of steps through a reused buffer: input_chunk_steps); per step the
 // recurrent product Gh = h_{t-1} W_hh^T + b_hh goes into a [B,3H] buffer (addmm_out; for small
 // batches hand-written GEMVs fused with the cell), then the cell. Backward through time writes
 // the x-side and h-side pre-activation grads dGx, dGh [T,B,3H] (they differ only in the n block:

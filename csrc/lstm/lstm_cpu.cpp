@@ -1,7 +1,8 @@
 // C++ CPU kernels for the LSTM family (API and shapes in lstm.h).
 //
-// Forward: the input projection X W_ih^T + b_ih + b_hh is ONE GEMM over all T*B rows; each step
-// then adds h_{t-1} W_hh^T and applies the cell. Two per-step paths:
+// Forward: the input projection X W_ih^T + b_ih + b_hh is ONE GEMM over all T*B rows when the
+// backward needs the gates, else one per chunk of steps through a reused buffer
+// (input_chunk_steps); each step then adds h_{t-1} W_hh^T and applies the cell. Two per-step paths:
 //   - GEMM path (B > kSmallBatch or proj): addmm_ into the step's gate rows, then a parallel
 //     pointwise pass;
 //   - small-batch path: the recurrent product is a GEMV, so each thread takes a block of hidden
