@@ -304,7 +304,7 @@ def write_table(results: dict, path: str) -> str:
 
 def cmd_reproduce(args) -> int:
     import shlex
-    threads = args.threads or 0
+    threads = args.threads if args.threads is not None else (0 if args.preset == "full" else 1)
     if threads:
         torch.set_num_threads(threads)
     preset = dict(PRESETS[args.preset], extra=shlex.split(args.train_args or ""))
@@ -380,7 +380,8 @@ def add_args(sub):
     p.add_argument("--train-args", default=None, metavar="FLAGS",
                    help="extra `train` flags for every row, e.g. \"--max-time 60 --impl torch\"")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: torch's, one per core). On a machine shared with other jobs "
-                        "give 1: an oversubscribed thread pool is many times slower")
+                   help="CPU threads (default: 1 for the demo and cpu presets, which run on shared 2-core "
+                        "machines where an oversubscribed thread pool is many times slower; torch's default "
+                        "for full)")
     p.add_argument("--no-speed", action="store_true", help="skip the fastrnn vs torch.nn speed measurement")
     p.set_defaults(func=cmd_reproduce)
