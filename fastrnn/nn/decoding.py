@@ -15,7 +15,10 @@ torch.inference_mode and leave the modules' train/eval mode alone: call .eval() 
 """
 from __future__ import annotations
 
+import itertools
 import math
+import weakref
+from collections import OrderedDict
 from typing import NamedTuple, Optional
 
 import torch
@@ -71,30 +74,69 @@ def _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b):
                          f"{list(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__}")
 
 
+def _clone_state(state):
+    """Own copies of every tensor of a DecoderState (None fields stay None)."""
+    def cl(t):
+        return None if t is None else t.clone()
+
+    mem = state.memory
+    return state._replace(
+        hidden=tuple(h.clone() for h in state.hidden),
+        cell=None if state.cell is None else tuple(c.clone() for c in state.cell),
+        feed=cl(state.feed),
+        memory=None if mem is None else type(mem)(*(cl(t) for t in mem)),
+        src_mask=state.src_mask.clone())
+
+
+def _state_tensors(state):
+    """Every tensor of a DecoderState in a fixed order (None where a field is None)."""
+    out = list(state.hidden)
+    out += list(state.cell) if state.cell is not None else [None]
+    out.append(state.feed)
+    out += list(state.memory) if state.memory is not None else [None]
+    out.append(state.src_mask)
+    return out
+
+
 class _Greedy:
     """Greedy decoding's running state in fixed buffers that ``step`` updates in place (the
     decoder state too, the step index as a device tensor), so that one step can be captured as a
-    CUDA graph and replayed for every later token."""
+    CUDA graph and replayed for every later token. ``load`` puts a new batch into the same
+    buffers, so a captured step serves every later batch of the same shapes (``_GRAPHS``).
+    Holds no reference to the decoder (the graph cache is keyed weakly on it)."""
 
-    def __init__(self, dec, state, maxlen: Tensor, bos: int, eos: int, pad: int, S: int, adtype):
+    def __init__(self, state, maxlen: Tensor, L: int, bos: int, eos: int, pad: int, S: int,
+                 adtype, has_attn: bool):
         B, dev = maxlen.shape[0], maxlen.device
-        L = int(maxlen.max()) if B else 0
-        self.dec, self.eos, self.pad, self.maxlen = dec, eos, pad, maxlen
-        # The step writes the state in place: own copies, not views of the encoder's output.
-        self.state = state._replace(
-            hidden=tuple(h.clone() for h in state.hidden),
-            cell=None if state.cell is None else tuple(c.clone() for c in state.cell),
-            feed=None if state.feed is None else state.feed.clone())
+        self.bos, self.eos, self.pad = bos, eos, pad
+        # The step writes the state in place: own copies, never views of the encoder's output.
+        self.state = _clone_state(state)
+        self.maxlen = maxlen.clone()
         self.prev = torch.full((B,), bos, dtype=torch.long, device=dev)
         self.t = torch.zeros(1, dtype=torch.long, device=dev)
         self.tokens = torch.full((B, L), pad, dtype=torch.long, device=dev)
-        self.attn = torch.zeros(B, L, S, dtype=adtype, device=dev) if dec.attn is not None else None
+        self.attn = torch.zeros(B, L, S, dtype=adtype, device=dev) if has_attn else None
         self.scores = torch.zeros(B, dtype=torch.float32, device=dev)
         self.out_len = torch.zeros(B, dtype=torch.long, device=dev)
         self.alive = torch.ones(B, dtype=torch.bool, device=dev)
+        self.graph = None
 
-    def step(self) -> None:
-        logits, new, w = self.dec.step(self.prev, self.state)
+    def load(self, state, maxlen: Tensor) -> None:
+        """A new batch of the same shapes into the buffers, and every counter back to its start."""
+        for mine, new in zip(_state_tensors(self.state), _state_tensors(state)):
+            if mine is not None:
+                mine.copy_(new)
+        self.maxlen.copy_(maxlen)
+        self.prev.fill_(self.bos)
+        self.t.zero_()
+        # tokens and attn need no reset: step t writes column t of every row, and the result
+        # keeps only the columns of steps that ran.
+        self.scores.zero_()
+        self.out_len.zero_()
+        self.alive.fill_(True)
+
+    def step(self, dec) -> None:
+        logits, new, w = dec.step(self.prev, self.state)
         logp = torch.log_softmax(logits.float(), -1)
         logp[:, self.pad] = float("-inf")                        # padding is never an output
         best, tok = logp.max(-1)
@@ -119,36 +161,62 @@ class _Greedy:
         if self.state.feed is not None:
             self.state.feed.copy_(new.feed)
 
-    def run(self, L: int, every: int, cuda_graph: bool) -> None:
-        start = 0
-        if L == 0:
-            return
-        if cuda_graph:
-            # The first step runs eagerly on a side stream (a graph's warm-up: it sets up the
-            # library handles and the allocator's pool); then one step is captured (capturing
-            # runs nothing) and replayed for each later token: one launch per token instead of
-            # one per kernel, which frees the step from the host's launch overhead.
-            side = torch.cuda.Stream(device=self.prev.device)
-            side.wait_stream(torch.cuda.current_stream(self.prev.device))
-            with torch.cuda.stream(side):
-                self.step()
-            torch.cuda.current_stream(self.prev.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            if L > 1:
-                with torch.cuda.graph(graph):
-                    self.step()
-            run_step, start = graph.replay, 1
-        else:
-            run_step = self.step
-        for t in range(start, L):
+    def capture(self, dec, state, maxlen: Tensor) -> None:
+        """Record one step as a CUDA graph. The first step runs eagerly on a side stream (a
+        graph's warm-up: it sets up the library handles and the allocator's pool), then one step
+        is captured (capturing runs nothing), then the batch is loaded again from the start."""
+        dev = self.prev.device
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            self.step(dec)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.step(dec)
+        self.graph = graph
+        self.load(state, maxlen)
+
+    def run(self, dec, L: int, every: int) -> None:
+        """L steps, stopping early (checked every ``every`` steps) once no sentence is running;
+        each step is one replay of the captured graph when there is one."""
+        run_step = self.graph.replay if self.graph is not None else (lambda: self.step(dec))
+        for t in range(L):
             if t and t % every == 0 and not bool(self.alive.any()):
                 break
             run_step()
 
     def result(self) -> DecodeResult:
         n = int(self.out_len.max()) if self.out_len.numel() else 0
-        return DecodeResult(self.tokens[:, :n].contiguous(), self.out_len, self.scores,
-                            self.attn[:, :n].contiguous() if self.attn is not None else None)
+        return DecodeResult(self.tokens[:, :n].clone(), self.out_len.clone(), self.scores.clone(),
+                            self.attn[:, :n].clone() if self.attn is not None else None)
+
+
+# Captured greedy steps, per decoder (weakly: a decoder that goes away takes its graphs with
+# it), most recently used last. A graph reads its buffers and the decoder's weights at the
+# addresses it was captured with, so the key holds every shape, dtype, constant and weight
+# address the step depends on: in-place weight updates (an optimizer's step, load_state_dict)
+# are seen by the next replay, and replaced weights (.to(), a new Parameter) make a new key.
+_GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+MAX_CUDA_GRAPHS = 8   # per decoder; each holds its batch's buffers and its step's memory pool
+
+
+def clear_cuda_graphs(dec=None) -> None:
+    """Drop the CUDA graphs greedy_decode(cuda_graph=True) keeps for ``dec`` (all when None)."""
+    if dec is None:
+        _GRAPHS.clear()
+    else:
+        _GRAPHS.pop(dec, None)
+
+
+def _graph_key(dec, state, maxlen: Tensor, L: int, bos: int, eos: int, pad: int) -> tuple:
+    def sig(t):
+        return None if t is None else (tuple(t.shape), t.dtype, t.device)
+
+    weights = tuple((t.data_ptr(), tuple(t.shape), t.dtype)
+                    for t in itertools.chain(dec.parameters(), dec.buffers()))
+    return (tuple(sig(t) for t in _state_tensors(state)), sig(maxlen), L, bos, eos, pad,
+            dec.training, torch.is_autocast_enabled("cuda"), weights)
 
 
 def _greedy(dec, enc_out, lengths: Tensor, bos: int, eos: int, max_len_a: float, max_len_b: float,
@@ -159,8 +227,23 @@ def _greedy(dec, enc_out, lengths: Tensor, bos: int, eos: int, max_len_a: float,
     dev = enc_out.states.device
     maxlen = max_lengths(lengths, max_len_a, max_len_b).to(dev)
     pad = dec.padding_idx if dec.padding_idx is not None else 0
-    g = _Greedy(dec, state, maxlen, bos, eos, pad, S, enc_out.states.dtype)
-    g.run(int(maxlen.max()) if B else 0, _check_every(dev), cuda_graph)
+    L = int(maxlen.max()) if B else 0
+    args = (maxlen, L, bos, eos, pad, S, enc_out.states.dtype, dec.attn is not None)
+    if not cuda_graph or L == 0:
+        g = _Greedy(state, *args)
+    else:
+        graphs = _GRAPHS.setdefault(dec, OrderedDict())
+        key = _graph_key(dec, state, maxlen, L, bos, eos, pad)
+        g = graphs.pop(key, None)
+        if g is None:
+            g = _Greedy(state, *args)
+            g.capture(dec, state, maxlen)
+            while len(graphs) >= MAX_CUDA_GRAPHS:
+                graphs.popitem(last=False)
+        else:
+            g.load(state, maxlen)
+        graphs[key] = g
+    g.run(dec, L, _check_every(dev))
     return g.result()
 
 
@@ -169,8 +252,12 @@ def greedy_decode(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int,
                   max_len_a: float = 1.5, max_len_b: float = 5, cuda_graph: bool = False) -> DecodeResult:
     """Pick the most probable token at each step; scores are raw summed log-probabilities.
 
-    ``cuda_graph=True`` (CUDA tensors only) captures the decoder's step once as a CUDA graph and
-    replays it for every later token; the tokens are the same as without it."""
+    ``cuda_graph=True`` (CUDA tensors only) runs each token's step as one replay of a CUDA graph
+    (one launch instead of one per kernel); the tokens are the same as without it. The graph is
+    captured on the first call for a batch shape (B, S, maximum length) and kept with the decoder
+    (up to ``MAX_CUDA_GRAPHS`` shapes, least recently used dropped first), so later calls of that
+    shape only replay it; weights updated in place are seen, replaced weights are captured anew.
+    ``clear_cuda_graphs(dec)`` frees them."""
     _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b)
     if not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")

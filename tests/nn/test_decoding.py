@@ -308,11 +308,10 @@ def test_greedy_leaves_the_encoder_output_alone():
         assert torch.equal(res.tokens, again.tokens) and torch.equal(res.scores, again.scores)
 
 
-def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
-    # greedy_decode(cuda_graph=True)'s loop with stand-ins for the CUDA pieces: the warm-up runs
-    # the first step, the capture records the next without running it (as a real capture does)
-    # and each replay runs it; the result must be the plain loop's. The real capture runs in
-    # test_cuda_graph_greedy_matches_eager on a GPU.
+def _fake_cuda_graphs(monkeypatch):
+    """Stand-ins for the CUDA pieces of greedy_decode(cuda_graph=True): the warm-up runs a step,
+    the capture records the next without running it (as a real capture does) and each replay
+    runs it. Returns the list of graphs captured."""
     import contextlib
 
     from fastrnn.nn import decoding
@@ -333,11 +332,11 @@ def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
     graphs, recording = [], []
     real_step = decoding._Greedy.step
 
-    def step(self):
+    def step(self, dec):
         if recording:
-            graphs[-1].fn = lambda: real_step(self)
+            graphs[-1].fn = lambda: real_step(self, dec)
         else:
-            real_step(self)
+            real_step(self, dec)
 
     @contextlib.contextmanager
     def capture(g):
@@ -355,37 +354,99 @@ def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
     monkeypatch.setattr(torch.cuda, "graph", capture)
     monkeypatch.setattr(decoding, "_check_every", lambda device: 8)   # as on a GPU
+    return graphs
+
+
+def _graphed_equals_plain(enc, dec, src, lengths):
+    from fastrnn.nn import decoding
+
+    with torch.inference_mode():
+        enc_out = enc(src, lengths)
+        plain = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5)
+        graphed = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5, cuda_graph=True)
+    for a, b in zip(graphed, plain):
+        assert torch.equal(a, b)
+    return plain
+
+
+def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
+    # greedy_decode(cuda_graph=True)'s loop with stand-ins for the CUDA pieces: the warm-up, a
+    # capture that runs nothing, the batch loaded again, then replays; the result must be the
+    # plain loop's. The real capture runs in test_cuda_graph_greedy_matches_eager on a GPU.
+    from fastrnn.nn import decoding
+
+    graphs = _fake_cuda_graphs(monkeypatch)
     for cell in ("gru", "lstm"):
         enc, dec = _models(cell)
         src, lengths = _batch(5, 9, lo=2)
-        with torch.inference_mode():
-            enc_out = enc(src, lengths)
-            plain = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5)
-            graphed = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5, cuda_graph=True)
+        plain = _graphed_equals_plain(enc, dec, src, lengths)
         assert 1 < int(plain.lengths.max()) and int(plain.lengths.min()) < 19   # EOS and max length
-        for a, b in zip(graphed, plain):
-            assert torch.equal(a, b)
-    assert len(graphs) == 2                       # one capture per decode call
+    assert len(graphs) == 2                       # one capture per decoder and batch shape
+    decoding.clear_cuda_graphs()
+
+
+def test_cuda_graph_is_kept_per_batch_shape(monkeypatch):
+    # A later batch of the same shapes replays the kept graph (its buffers loaded anew, nothing
+    # of the last batch left in them); another shape, a replaced weight or another decoder
+    # captures anew; at most MAX_CUDA_GRAPHS shapes are kept per decoder, the oldest dropped.
+    from torch import nn
+
+    from fastrnn.nn import decoding
+
+    graphs = _fake_cuda_graphs(monkeypatch)
+    enc, dec = _models("lstm")
+    _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=1, lo=2))
+    assert len(graphs) == 1
+    for seed in (2, 3):                           # new sentences, same B and S
+        _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=seed, lo=2))
+    assert len(graphs) == 1
+    with torch.no_grad():
+        dec.out.bias.add_(0.5)                    # in place: same addresses, same graph
+    _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=4, lo=2))
+    assert len(graphs) == 1
+    dec.out.weight = nn.Parameter(dec.out.weight.detach() * 0.9)    # replaced: captured anew
+    _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=4, lo=2))
+    assert len(graphs) == 2
+    monkeypatch.setattr(decoding, "MAX_CUDA_GRAPHS", 2)
+    _graphed_equals_plain(enc, dec, *_batch(3, 9, seed=5, lo=2))    # another B
+    _graphed_equals_plain(enc, dec, *_batch(5, 7, seed=6, lo=2))    # another S
+    assert len(graphs) == 4 and len(decoding._GRAPHS[dec]) == 2
+    _graphed_equals_plain(enc, dec, *_batch(3, 9, seed=7, lo=2))    # still kept
+    assert len(graphs) == 4
+    _, dec2 = _models("lstm")
+    _graphed_equals_plain(enc, dec2, *_batch(3, 9, seed=7, lo=2))
+    assert len(graphs) == 5
+    decoding.clear_cuda_graphs(dec)
+    assert dec not in decoding._GRAPHS and dec2 in decoding._GRAPHS
+    decoding.clear_cuda_graphs()
+    assert len(decoding._GRAPHS) == 0
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("attention", ["additive", "general", None])
 def test_cuda_graph_greedy_matches_eager(cell, attention):
-    # One step captured as a CUDA graph and replayed: the same tokens, lengths and scores as
-    # the eager loop, with sentences that end by EOS at varied steps (1 to 14 on the CPU) and
-    # by their maximum length (19 steps: past the every-8-steps check for finished batches).
+    # Steps replayed from a CUDA graph: the same tokens, lengths and scores as the eager loop,
+    # with sentences that end by EOS at varied steps (1 to 14 on the CPU) and by their maximum
+    # length (19 steps: past the every-8-steps check for finished batches). The second and third
+    # batches replay the kept graph; the third comes after an in-place weight update.
     enc, dec = _models(cell, attention)
     enc, dec = enc.cuda(), dec.cuda()
-    src, lengths = _batch(5, 9, lo=2)
-    src, lengths = src.cuda(), lengths.cuda()
-    eager = greedy_decode(enc, dec, src, lengths, BOS, EOS)
-    graphed = greedy_decode(enc, dec, src, lengths, BOS, EOS, cuda_graph=True)
-    assert torch.equal(graphed.tokens, eager.tokens)
-    assert torch.equal(graphed.lengths, eager.lengths)
-    torch.testing.assert_close(graphed.scores, eager.scores)
-    if eager.attention is not None:
-        torch.testing.assert_close(graphed.attention, eager.attention)
+    for seed in (1, 2, 3):
+        if seed == 3:
+            with torch.no_grad():
+                dec.out.weight.mul_(0.5)
+        src, lengths = _batch(5, 9, seed=seed, lo=2)
+        src, lengths = src.cuda(), lengths.cuda()
+        eager = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+        graphed = greedy_decode(enc, dec, src, lengths, BOS, EOS, cuda_graph=True)
+        assert torch.equal(graphed.tokens, eager.tokens)
+        assert torch.equal(graphed.lengths, eager.lengths)
+        torch.testing.assert_close(graphed.scores, eager.scores)
+        if eager.attention is not None:
+            torch.testing.assert_close(graphed.attention, eager.attention)
+    from fastrnn.nn import decoding
+    assert len(decoding._GRAPHS[dec]) == 1
 
 
 def test_decode_bench_smoke():
