@@ -26,6 +26,9 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
+// Forward launches with at most this many rows (B * Tq) use 1024-thread blocks; measured on an
+// H100 (bench/decode_profile.py): B=1, Tk=30, D=600 additive, 25 us with 256 threads.
+constexpr int64_t kFewRows = 32;
 
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
@@ -46,8 +49,8 @@ __device__ __forceinline__ A warp_max(A x) {
   return x;
 }
 
-// Block-wide sum/max through a kWarps scratch; every thread gets the result.
-template <typename A, bool kMax>
+// Block-wide sum/max through an NW-entry scratch (NW warps); every thread gets the result.
+template <typename A, bool kMax, int NW = kWarps>
 __device__ A block_reduce(A x, A* scratch) {
   x = kMax ? warp_max(x) : warp_sum(x);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -55,7 +58,7 @@ __device__ A block_reduce(A x, A* scratch) {
   if (lane == 0) scratch[warp] = x;
   __syncthreads();
   A r = scratch[0];
-  for (int w = 1; w < kWarps; ++w) r = kMax ? max(r, scratch[w]) : r + scratch[w];
+  for (int w = 1; w < NW; ++w) r = kMax ? max(r, scratch[w]) : r + scratch[w];
   return r;
 }
 
@@ -75,9 +78,11 @@ __device__ __forceinline__ A row_score(const A* q_s, const T* k, const T* vs, in
   return warp_sum(acc);
 }
 
-// Forward: one block per row r = b*Tq + i. Shared memory: q row [D] and p row [Tk] (acc type).
-template <typename T>
-__global__ void attention_fwd_kernel(const T* __restrict__ qp, const T* __restrict__ kp,
+// Forward: one block of NT threads per row r = b*Tq + i. Shared memory: q row [D] and p row [Tk]
+// (acc type). With few rows (a decoder's step at small B) the kernel is bound by the latency of
+// each warp's chain of loads, so those launches use 1024 threads: a warp per key.
+template <typename T, int NT>
+__global__ void __launch_bounds__(NT) attention_fwd_kernel(const T* __restrict__ qp, const T* __restrict__ kp,
                                      const T* __restrict__ v, const bool* __restrict__ mask,
                                      const T* __restrict__ vs, T* __restrict__ ctx,
                                      T* __restrict__ weights, int64_t Tq, int64_t Tk, int64_t D,
@@ -86,37 +91,38 @@ __global__ void attention_fwd_kernel(const T* __restrict__ qp, const T* __restri
   extern __shared__ unsigned char smem_raw[];
   A* q_s = reinterpret_cast<A*>(smem_raw);
   A* p_s = q_s + D;
-  __shared__ A scratch[kWarps];
+  constexpr int NW = NT / 32;
+  __shared__ A scratch[NW];
   const int64_t r = blockIdx.x, b = r / Tq;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int64_t h = threadIdx.x; h < D; h += kThreads) q_s[h] = static_cast<A>(qp[r * D + h]);
+  for (int64_t h = threadIdx.x; h < D; h += NT) q_s[h] = static_cast<A>(qp[r * D + h]);
   __syncthreads();
   const bool additive = vs != nullptr;
   const A ninf = -std::numeric_limits<A>::infinity();
-  for (int64_t j = warp; j < Tk; j += kWarps) {
+  for (int64_t j = warp; j < Tk; j += NW) {
     const bool keep = !mask || mask[b * Tk + j];
     A e = keep ? row_score<T, A>(q_s, kp + (b * Tk + j) * D, vs, D, additive) : ninf;
     if (lane == 0) p_s[j] = e;
   }
   __syncthreads();
   A mx = ninf;
-  for (int64_t j = threadIdx.x; j < Tk; j += kThreads) mx = max(mx, p_s[j]);
-  mx = block_reduce<A, true>(mx, scratch);
+  for (int64_t j = threadIdx.x; j < Tk; j += NT) mx = max(mx, p_s[j]);
+  mx = block_reduce<A, true, NW>(mx, scratch);
   const bool empty = mx == ninf;  // every key masked: zero weights, zero context
   A sum = A(0);
-  for (int64_t j = threadIdx.x; j < Tk; j += kThreads) {
+  for (int64_t j = threadIdx.x; j < Tk; j += NT) {
     const A p = empty || p_s[j] == ninf ? A(0) : exp_acc(p_s[j] - mx);
     p_s[j] = p;
     sum += p;
   }
-  sum = block_reduce<A, false>(sum, scratch);
+  sum = block_reduce<A, false, NW>(sum, scratch);
   const A inv = empty ? A(0) : A(1) / sum;
-  for (int64_t j = threadIdx.x; j < Tk; j += kThreads) {
+  for (int64_t j = threadIdx.x; j < Tk; j += NT) {
     p_s[j] *= inv;
     weights[r * Tk + j] = static_cast<T>(p_s[j]);
   }
   __syncthreads();
-  for (int64_t d = threadIdx.x; d < Dv; d += kThreads) {
+  for (int64_t d = threadIdx.x; d < Dv; d += NT) {
     A acc = A(0);
     for (int64_t j = 0; j < Tk; ++j) acc += p_s[j] * static_cast<A>(v[(b * Tk + j) * Dv + d]);
     ctx[r * Dv + d] = static_cast<T>(acc);
@@ -243,9 +249,16 @@ std::vector<at::Tensor> attention_fwd_cuda(const at::Tensor& qp, const at::Tenso
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, qp.scalar_type(), "attention_fwd_cuda", [&] {
     const scalar_t* vs = (v_score.has_value() && v_score->defined()) ? v_score->data_ptr<scalar_t>() : nullptr;
-    attention_fwd_kernel<scalar_t><<<B * Tq, kThreads, smem, stream>>>(
-        qp.data_ptr<scalar_t>(), kp.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), m, vs,
-        ctx.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), Tq, Tk, D, Dv);
+    auto launch = [&](auto kernel, int threads) {
+      kernel<<<B * Tq, threads, smem, stream>>>(qp.data_ptr<scalar_t>(), kp.data_ptr<scalar_t>(),
+                                               v.data_ptr<scalar_t>(), m, vs, ctx.data_ptr<scalar_t>(),
+                                               weights.data_ptr<scalar_t>(), Tq, Tk, D, Dv);
+    };
+    if (B * Tq <= kFewRows) {
+      launch(attention_fwd_kernel<scalar_t, 1024>, 1024);
+    } else {
+      launch(attention_fwd_kernel<scalar_t, kThreads>, kThreads);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {ctx, weights};

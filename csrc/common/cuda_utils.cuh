@@ -67,9 +67,15 @@ inline Path requested_path() {
 // stream each step's mat-vec on FMA units, so their step time grows with B*H; they beat the
 // standard path (launch-bound at ~20-30 us a step) up to B*H = 16 * 1024 in every measured case
 // and lose from B*H = 32 * 1024 (by 2-8x at B=64, H=1024).
+// A single step (T = 1: a decoder's step) goes to the standard path: on an H100 one persistent
+// GRU launch for T=1, B=1, H=600 took 41 us of device time (bench/decode_profile.py,
+// 2026-11-27), the launch and the weight staging paid for one step, against a few us for the
+// standard path's GEMM and pointwise kernel.
 constexpr int64_t kAutoPersistentMaxBH = 16 * 1024;
 
-inline bool auto_prefers_persistent(int64_t B, int64_t H) { return B * H <= kAutoPersistentMaxBH; }
+inline bool auto_prefers_persistent(int64_t T, int64_t B, int64_t H) {
+  return T > 1 && B * H <= kAutoPersistentMaxBH;
+}
 
 // FASTRNN_CUDA_POISON=1: outputs and work buffers start as NaN instead of uninitialised memory,
 // so a test sees any element a kernel forgot to write.

@@ -237,10 +237,10 @@ bool launch_persistent(Kernel kernel, const Params& p, int64_t H, int64_t B, int
   return true;
 }
 
-bool want_persistent(bool eligible, const char* why_not, int64_t B, int64_t H) {
+bool want_persistent(bool eligible, const char* why_not, int64_t T, int64_t B, int64_t H) {
   const cuda::Path path = cuda::requested_path();
   if (path == cuda::Path::Standard) return false;
-  if (path == cuda::Path::Auto && !cuda::auto_prefers_persistent(B, H)) return false;
+  if (path == cuda::Path::Auto && !cuda::auto_prefers_persistent(T, B, H)) return false;
   TORCH_CHECK(eligible || path != cuda::Path::Persistent,
               "fastrnn: FASTRNN_CUDA_PATH=persistent but the persistent GRU kernel cannot take this call: ",
               why_not);
@@ -288,7 +288,7 @@ std::vector<at::Tensor> gru_fwd_cuda(const at::Tensor& x, const at::Tensor& h0, 
     bool done = false;
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const char* why = "";
-      if (want_persistent(true, why, B, H)) {
+      if (want_persistent(true, why, T, B, H)) {
         with_bt(B, [&](auto bt) {
           done = launch_persistent(gru_fwd_persistent_kernel<scalar_t, decltype(bt)::value>, p, H, B, H, 3,
                                    sizeof(scalar_t), decltype(bt)::value, x.get_device(), stream, &why);
@@ -296,7 +296,7 @@ std::vector<at::Tensor> gru_fwd_cuda(const at::Tensor& x, const at::Tensor& h0, 
         check_persistent_launched(done, why);
       }
     } else {
-      want_persistent(false, "fp64 runs on the standard path", B, H);
+      want_persistent(false, "fp64 runs on the standard path", T, B, H);
     }
     if (done) {
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -351,7 +351,7 @@ std::vector<at::Tensor> gru_bwd_cuda(const at::Tensor& dy, const at::Tensor& dhT
     bool done = false;
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const char* why = "";
-      if (want_persistent(true, why, B, H)) {
+      if (want_persistent(true, why, T, B, H)) {
         with_bt(B, [&](auto bt) {
           done = launch_persistent(gru_bwd_persistent_kernel<scalar_t, decltype(bt)::value>, p, H, B, 3 * H, 1,
                                    sizeof(scalar_t), decltype(bt)::value, x.get_device(), stream, &why);
@@ -359,7 +359,7 @@ std::vector<at::Tensor> gru_bwd_cuda(const at::Tensor& dy, const at::Tensor& dhT
         check_persistent_launched(done, why);
       }
     } else {
-      want_persistent(false, "fp64 runs on the standard path", B, H);
+      want_persistent(false, "fp64 runs on the standard path", T, B, H);
     }
     if (done) {
       C10_CUDA_KERNEL_LAUNCH_CHECK();
