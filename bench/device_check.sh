@@ -8,7 +8,9 @@
 #   bash bench/device_check.sh            # from the repository root; OUT defaults to /tmp/fastrnn_device_out
 #
 # At most 8 files come back from $OUT: build.log, tests.log, sanitize.log, bench.log, rnn_cuda.json,
-# paths.json, attention.json, decode.json, rnn_triton.json (9: skip a stage when all are needed).
+# paths.json, attention.json, decode.json, decode_profile.txt, rnn_triton.json (10: skip stages
+# when all are needed). On the H100 (2026-11-27) the whole script minus the sanitizers, the paths
+# and the Triton bench took 206 s (build 46 s); a startup took about 30 s.
 # The speedup plot is drawn here afterwards, from the JSON: bench/summarize.py --plot. The rnn
 # benches write their JSON after every row, so a stage stopped at its limit keeps what it measured.
 # Stage budgets (seconds) can be changed through the environment, e.g.
@@ -30,6 +32,8 @@ T_MEMCHECK=${T_MEMCHECK:-60}
 T_RACECHECK=${T_RACECHECK:-40}
 T_BENCH_RNN=${T_BENCH_RNN:-70}
 T_BENCH_OTHER=${T_BENCH_OTHER:-25}
+T_BENCH_DECODE=${T_BENCH_DECODE:-45}
+T_TRITON_TESTS=${T_TRITON_TESTS:-60}
 T_BENCH_TRITON=${T_BENCH_TRITON:-50}
 T_PATHS=${T_PATHS:-110}
 START=$(date +%s)
@@ -70,10 +74,13 @@ run_stage build "$T_BUILD" "$OUT/build.log" env FASTRNN_BUILD=cuda FASTRNN_PTXAS
 $PY bench/summarize.py --ptxas "$OUT/build.log" 2>&1 | tee -a "$OUT/build.log" | grep -E "persistent|kernel" | head -n 30
 
 # GPU tests: this family's first (most specific), then every other gpu-marked test in the suite
-# (Triton at realistic sizes, attention's cuda and triton backends, the modules on the GPU).
-# -v: one line a test as it finishes, so a stage stopped at its limit still says what failed.
+# that needs no Triton compilation (attention's cuda backend, double backward, the modules and
+# greedy decoding with a CUDA graph on the GPU); the Triton tests come after the benchmarks,
+# since their autotuning compiles for minutes. -v: one line a test as it finishes, so a stage
+# stopped at its limit still says what failed.
 run_stage tests_rnn_cuda "$T_TESTS" "$OUT/tests.log" $PY -m pytest -v -m gpu tests/ops/test_rnn_cuda.py --tb=short -p no:cacheprovider
-run_stage tests_gpu_all "$T_GPU_ALL" "$OUT/tests.log" $PY -m pytest -v -m gpu tests/ops tests/nn --ignore tests/ops/test_rnn_cuda.py --tb=short -p no:cacheprovider
+run_stage tests_gpu "$T_GPU_ALL" "$OUT/tests.log" $PY -m pytest -v -m gpu tests/ops tests/nn --ignore tests/ops/test_rnn_cuda.py \
+  --ignore tests/ops/test_rnn_triton.py -k "not triton" --tb=short -p no:cacheprovider
 
 # compute-sanitizer on small forward+backward cases, both paths (memcheck, then shared-memory races).
 export PYTORCH_NO_CUDA_MEMORY_CACHING=1  # exact allocation bounds for memcheck
@@ -83,17 +90,22 @@ run_stage racecheck "$T_RACECHECK" "$OUT/sanitize.log" compute-sanitizer --tool 
   $PY bench/sanitize_small.py --quick
 unset PYTORCH_NO_CUDA_MEMORY_CACHING
 
-# Benchmarks against cuDNN / eager PyTorch, the CUDA C++ backend first; Triton's autotuning
+# Greedy decoding first (issue 6's GPU target), then the benchmarks against cuDNN / eager
+# PyTorch, the CUDA C++ backend first; Triton's autotuning
 # compiles many variants, so it comes last.
+run_stage bench_decode "$T_BENCH_DECODE" "$OUT/bench.log" $PY -m fastrnn.bench decode --device cuda --json "$OUT/decode.json"
+run_stage decode_profile "$T_BENCH_OTHER" "$OUT/bench.log" $PY bench/decode_profile.py --device cuda \
+  --out "$OUT/decode_profile.txt"
 run_stage bench_rnn_cuda "$T_BENCH_RNN" "$OUT/bench.log" $PY -m fastrnn.bench rnn --device cuda --matrix device \
   --impl cuda --json "$OUT/rnn_cuda.json"
 # The two CUDA paths side by side (sets the auto choice); one JSON row per (cell, dtype, H, B, pass).
 run_stage bench_paths "$T_PATHS" "$OUT/bench.log" $PY bench/cuda_paths.py --H 256,1024 --json "$OUT/paths.json"
-run_stage bench_decode "$T_BENCH_OTHER" "$OUT/bench.log" $PY -m fastrnn.bench decode --device cuda --json "$OUT/decode.json"
 # (no torch.compile baseline here: its compilation alone takes most of the stage's budget)
 run_stage bench_attention "$T_BENCH_OTHER" "$OUT/bench.log" $PY -m fastrnn.bench attention --device cuda --no-compile \
   --backend cuda,triton \
   --json "$OUT/attention.json"
+run_stage tests_triton "$T_TRITON_TESTS" "$OUT/tests.log" $PY -m pytest -v -m gpu tests/ops/test_rnn_triton.py tests/nn \
+  -k "triton" --tb=short -p no:cacheprovider
 run_stage bench_rnn_triton "$T_BENCH_TRITON" "$OUT/bench.log" $PY -m fastrnn.bench rnn --device cuda --matrix device \
   --impl triton --no-modules --json "$OUT/rnn_triton.json"
 
@@ -102,6 +114,7 @@ echo
 for j in "$OUT/rnn_cuda.json" "$OUT/decode.json" "$OUT/attention.json" "$OUT/rnn_triton.json"; do
   [ -f "$j" ] && $PY bench/summarize.py "$j" --max-rows 24 2>&1
 done
+[ -f "$OUT/decode_profile.txt" ] && cat "$OUT/decode_profile.txt"
 grep -E "passed|failed|error" "$OUT/tests.log" | grep -E "^[0-9=]|in [0-9.]+s" | tail -n 4
 echo
 echo "| stage | result | seconds |"
