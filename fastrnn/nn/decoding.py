@@ -257,7 +257,7 @@ def greedy_decode(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int,
     captured on the first call for a batch shape (B, S, maximum length) and kept with the decoder
     (up to ``MAX_CUDA_GRAPHS`` shapes, least recently used dropped first), so later calls of that
     shape only replay it; weights updated in place are seen, replaced weights are captured anew.
-    ``clear_cuda_graphs(dec)`` frees them."""
+    ``fastrnn.clear_cuda_graphs(dec)`` frees them."""
     _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b)
     if not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
@@ -356,4 +356,4 @@ def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam
                         best_attn[:, :n].contiguous() if has_attn else None)
 
 
-__all__ = ["DecodeResult", "greedy_decode", "beam_search", "length_penalty", "max_lengths"]
+__all__ = ["DecodeResult", "greedy_decode", "beam_search", "clear_cuda_graphs", "length_penalty", "max_lengths"]
