@@ -74,18 +74,21 @@ def _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b):
                          f"{list(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__}")
 
 
-def _clone_state(state):
-    """Own copies of every tensor of a DecoderState (None fields stay None)."""
+def _clone_state(state, everything: bool):
+    """Own copies of the tensors a step writes (hidden, cell, feed); with ``everything``, of the
+    source's too (memory, src_mask), for buffers that later batches are copied into."""
     def cl(t):
         return None if t is None else t.clone()
 
     mem = state.memory
-    return state._replace(
+    out = state._replace(
         hidden=tuple(h.clone() for h in state.hidden),
         cell=None if state.cell is None else tuple(c.clone() for c in state.cell),
-        feed=cl(state.feed),
-        memory=None if mem is None else type(mem)(*(cl(t) for t in mem)),
-        src_mask=state.src_mask.clone())
+        feed=cl(state.feed))
+    if everything:
+        out = out._replace(memory=None if mem is None else type(mem)(*(cl(t) for t in mem)),
+                           src_mask=state.src_mask.clone())
+    return out
 
 
 def _state_tensors(state):
@@ -106,11 +109,12 @@ class _Greedy:
     Holds no reference to the decoder (the graph cache is keyed weakly on it)."""
 
     def __init__(self, state, maxlen: Tensor, L: int, bos: int, eos: int, pad: int, S: int,
-                 adtype, has_attn: bool):
+                 adtype, has_attn: bool, reusable: bool = False):
         B, dev = maxlen.shape[0], maxlen.device
         self.bos, self.eos, self.pad = bos, eos, pad
-        # The step writes the state in place: own copies, never views of the encoder's output.
-        self.state = _clone_state(state)
+        # The step writes the state in place: own copies, never views of the encoder's output
+        # (the source's too when later batches are loaded into these buffers).
+        self.state = _clone_state(state, everything=reusable)
         self.maxlen = maxlen.clone()
         self.prev = torch.full((B,), bos, dtype=torch.long, device=dev)
         self.t = torch.zeros(1, dtype=torch.long, device=dev)
@@ -236,7 +240,7 @@ def _greedy(dec, enc_out, lengths: Tensor, bos: int, eos: int, max_len_a: float,
         key = _graph_key(dec, state, maxlen, L, bos, eos, pad)
         g = graphs.pop(key, None)
         if g is None:
-            g = _Greedy(state, *args)
+            g = _Greedy(state, *args, reusable=True)
             g.capture(dec, state, maxlen)
             while len(graphs) >= MAX_CUDA_GRAPHS:
                 graphs.popitem(last=False)

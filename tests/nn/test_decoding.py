@@ -367,7 +367,7 @@ def _graphed_equals_plain(enc, dec, src, lengths):
         graphed = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5, cuda_graph=True)
     for a, b in zip(graphed, plain):
         assert torch.equal(a, b)
-    return plain
+    return plain, enc_out
 
 
 def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
@@ -380,7 +380,7 @@ def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
     for cell in ("gru", "lstm"):
         enc, dec = _models(cell)
         src, lengths = _batch(5, 9, lo=2)
-        plain = _graphed_equals_plain(enc, dec, src, lengths)
+        plain, _ = _graphed_equals_plain(enc, dec, src, lengths)
         assert 1 < int(plain.lengths.max()) and int(plain.lengths.min()) < 19   # EOS and max length
     assert len(graphs) == 2                       # one capture per decoder and batch shape
     decoding.clear_cuda_graphs()
@@ -396,11 +396,14 @@ def test_cuda_graph_is_kept_per_batch_shape(monkeypatch):
 
     graphs = _fake_cuda_graphs(monkeypatch)
     enc, dec = _models("lstm")
-    _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=1, lo=2))
+    _, first = _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=1, lo=2))
+    kept = [first.states.clone(), first.mask.clone()]
     assert len(graphs) == 1
     for seed in (2, 3):                           # new sentences, same B and S
         _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=seed, lo=2))
     assert len(graphs) == 1
+    for t, t0 in zip(first[:2], kept):            # later batches went into the graph's own buffers
+        assert torch.equal(t, t0)
     with torch.no_grad():
         dec.out.bias.add_(0.5)                    # in place: same addresses, same graph
     _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=4, lo=2))
