@@ -67,7 +67,9 @@ PRESETS = {
                       *SHORT_RUN],
             # seconds of training per row: the unsupervised and semi-supervised rows get the most
             # (back-translation decodes a batch per step), the supervised ones learn fast; with the
-            # evaluations, about 80 minutes a pair on 2 cores
+            # evaluations, about 78 minutes a pair on 1 thread (2h36m for both, RESULTS.md). BPE's
+            # longer sequences learn slower: its fr-en row at 600 s scores under denoising, at
+            # 1200 s above it (README), but 2 x 10 more minutes would leave no margin in 3 hours
             "row_time": {"denoise": 300, "backtrans": 900, "bpe": 600, "semi1k": 900, "semi10k": 900,
                          "sup1k": 180, "sup10k": 180, "supall": 300},
             # the fully unsupervised start failed on de-en at these speed settings (README)
@@ -256,11 +258,21 @@ def fmt(x) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+def wall_line(results: dict) -> str:
+    """The table's wall time: this invocation's, or, when earlier invocations made rows that this
+    one reused (or resumed to a larger time budget), the sum over all of them."""
+    n = results.get("invocations", 1)
+    if n <= 1:
+        return f"Total wall time: {fmt_time(results['wall_s'])}."
+    return (f"Total wall time: {fmt_time(results['wall_total_s'])}, summed over {n} invocations of "
+            f"`reproduce` (rows already done are reused, rows given a larger time budget resume from "
+            f"their checkpoints); the last took {fmt_time(results['wall_s'])}.")
+
+
 def write_table(results: dict, path: str) -> str:
     rows = [(k, label) for k, label, _ in ROWS if k in results["rows"]]
     lines = [f"# Reproduction of Artetxe et al. 2017, table 1 — preset `{results['preset']}`", "",
-             f"Hardware: {results['hardware']}. Date: {results['date']}. "
-             f"Total wall time: {fmt_time(results['wall_s'])}.", "",
+             f"Hardware: {results['hardware']}. Date: {results['date']}. " + wall_line(results), "",
              "BLEU (sacrebleu, detokenized, test = Luke + Acts; signature below). Train time and tokens/s are "
              "per pair (the model of a pair translates both ways).", "",
              "| | " + " | ".join(COLUMNS) + " | train time | tokens/s |",
@@ -356,6 +368,15 @@ def cmd_reproduce(args) -> int:
             if preset.get("speed_steps") and not args.no_speed:
                 results["speed"] = speed(pair, work, root, preset)
     results["wall_s"] = time.perf_counter() - t0
+    # Earlier invocations' time counts too when their rows were reused rather than retrained.
+    prev_path = os.path.join(root, "results.json")
+    prev = {}
+    if os.path.exists(prev_path) and not args.force:
+        with open(prev_path) as f:
+            prev = json.load(f)
+    if prev.get("preset") == args.preset:
+        results["invocations"] = prev.get("invocations", 1) + 1
+        results["wall_total_s"] = prev.get("wall_total_s", prev.get("wall_s", 0.0)) + results["wall_s"]
     plot_curves(runs, os.path.join(root, "curves.png"))
     write_json(results, os.path.join(root, "results.json"))
     print(write_table(results, os.path.join(root, "RESULTS.md")))

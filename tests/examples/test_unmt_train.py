@@ -393,6 +393,11 @@ def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
     assert nmt.main(["reproduce", "--preset", "demo", "--skip-data", "--no-speed", "--work", work, "--out", out,
                      "--train-args", flags]) == 0
     assert os.path.getmtime(os.path.join(out, "de-en", "backtrans", "model.pt")) == mtime
+    # its wall time is added to the first invocation's, whose rows it reused
+    res2 = json.load(open(os.path.join(out, "results.json")))
+    assert res2["invocations"] == 2
+    assert res2["wall_total_s"] == pytest.approx(res["wall_s"] + res2["wall_s"])
+    assert "summed over 2 invocations" in open(os.path.join(out, "RESULTS.md")).read()
 
 
 def test_reproduce_pairs_must_belong_to_the_preset(work, tmp_path):
