@@ -114,7 +114,7 @@ def pick(family: str, impls: Dict[str, object], device: torch.device,
     """
     key = (family, tuple((k, id(v)) for k, v in impls.items()), device, backend,
            os.environ.get("FASTRNN_BACKEND"), triton_interpreted(), _transforms_active(),
-           tuple(sorted(call.items())))
+           tuple(call.items()))  # each op passes its call arguments in one fixed order
     try:
         hit = _cache.get(key)
     except TypeError:  # an unhashable call argument: no caching

@@ -10,6 +10,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
+from fastrnn import _ext
+
 
 class Reference:
     """Pure PyTorch (naive.py) under plain autograd: takes every call."""
@@ -69,9 +71,8 @@ def graph_backward(reference: Callable, inputs: Sequence, needs: Sequence[bool],
 
 
 def c_ext():
-    """The compiled extension module, or None."""
-    from fastrnn import _ext
-
+    """The compiled extension module, or None (read from fastrnn._ext at each call, so a test
+    can replace it)."""
     return _ext._C
 
 
