@@ -47,6 +47,7 @@ class Attention(nn.Module):
             self.w_query = nn.Parameter(torch.empty(self.hidden_size, query_size, **fk))
             self.w_key = nn.Parameter(torch.empty(self.hidden_size, key_size, **fk))
             self.v_score = nn.Parameter(torch.empty(self.hidden_size, **fk))
+        self._weight_names = tuple(n for n, _ in self.named_parameters(recurse=False))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -55,7 +56,13 @@ class Attention(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     def _weights(self):
-        return {n: p for n, p in self.named_parameters(recurse=False)}
+        # getattr, not named_parameters: a parametrized weight (weight_norm, spectral_norm, ...)
+        # lives under self.parametrizations and is computed by getattr, and torch.func's
+        # functional_call swaps the attributes; the names are fixed by the kind
+        names = self.__dict__.get("_weight_names")
+        if names is None:  # a module pickled before the names were kept
+            names = self._weight_names = tuple(n for n, _ in self.named_parameters(recurse=False))
+        return {n: getattr(self, n) for n in names}
 
     def precompute(self, keys, values=None, mask=None) -> AttentionMemory:
         """Map the keys once per source sentence; pass the result as ``memory=`` at each step.

@@ -81,6 +81,34 @@ def test_gradients_flow_through_precomputed_keys(kind):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("kind", ["general", "low_rank", "additive"])
+def test_parametrized_and_swapped_weights(kind):
+    # weight_norm moves a weight under mod.parametrizations (getattr computes it), and
+    # torch.func.functional_call swaps the attributes: the op must see the weights as computed.
+    from torch.nn.utils import parametrizations
+
+    mod, Dq, Dk = _module(kind)
+    q, keys = torch.randn(2, 3, Dq, dtype=torch.float64), torch.randn(2, 4, Dk, dtype=torch.float64)
+    ctx0, w0 = mod(q, keys)
+    names = [n for n, _ in mod.named_parameters()]
+    swapped = {n: 2 * p.detach() for n, p in mod.named_parameters()}
+    ctx_s, w_s = torch.func.functional_call(mod, swapped, (q, keys))
+    mod2, _, _ = _module(kind)
+    with torch.no_grad():
+        for n, p in mod2.named_parameters():
+            p.copy_(swapped[n])
+    ref_s = mod2(q, keys)
+    torch.testing.assert_close(ctx_s, ref_s[0])
+    torch.testing.assert_close(w_s, ref_s[1])
+    parametrizations.weight_norm(mod, names[0])
+    ctx, w = mod(q, keys)
+    torch.testing.assert_close(ctx, ctx0)
+    torch.testing.assert_close(w, w0)
+    ctx.sum().backward()
+    g = mod.parametrizations[names[0]].original1.grad
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
 def test_parameters_and_repr():
     mod = fastrnn.Attention(8, 6, kind="additive", hidden_size=10)
     assert {n: tuple(p.shape) for n, p in mod.named_parameters()} == \
