@@ -88,13 +88,17 @@ def tile_configs(block_b: int) -> List[triton.Config]:
     rows. Tiles with more than 2048 accumulator rows x units spill (ptxas -v for sm_90: 4 gate
     accumulators plus the W_hh operand tiles exceed 255 registers a thread), so they are left out."""
     # Kept small on purpose: every config is compiled for each (H, dtype, flags) on first use,
-    # and GPU time on the lent machines is minutes.
+    # and GPU time on the lent machines is minutes. FASTRNN_TRITON_AUTOTUNE=0 (read when the
+    # kernels are first built) keeps the first config only: correctness runs (the GPU tests in
+    # bench/device_check.sh) then compile one variant instead of up to six.
     out = []
     for bh in (32, 64, 128):
         if block_b * bh > 2048:
             continue
         for w in (4, 8):
             out.append(triton.Config({"BLOCK_H": bh, "BLOCK_K": 64}, num_warps=w))
+    if os.environ.get("FASTRNN_TRITON_AUTOTUNE", "1") == "0":
+        return out[:1]
     return out
 
 

@@ -165,6 +165,18 @@ def test_inference_path_matches_training_path(cell, cfg, blocks):
         assert torch.equal(a, b.detach())
 
 
+def test_autotune_space_and_its_switch(monkeypatch):
+    # Up to six tile configs (none past 2048 accumulator rows x units); FASTRNN_TRITON_AUTOTUNE=0
+    # (bench/device_check.sh's Triton test stage) keeps one, so those tests compile one variant.
+    for bb in (16, 32, 64):
+        full = tu.tile_configs(bb)
+        assert 1 < len(full) <= 6
+        assert all(bb * c.kwargs["BLOCK_H"] <= 2048 for c in full)
+        monkeypatch.setenv("FASTRNN_TRITON_AUTOTUNE", "0")
+        assert [c.kwargs for c in tu.tile_configs(bb)] == [full[0].kwargs]
+        monkeypatch.delenv("FASTRNN_TRITON_AUTOTUNE")
+
+
 def test_check_refuses_what_it_does_not_run():
     from fastrnn.ops.gru import triton as gru_triton
     from fastrnn.ops.lstm import triton as lstm_triton
