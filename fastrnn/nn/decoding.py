@@ -190,10 +190,12 @@ class _Greedy:
                 break
             run_step()
 
-    def result(self) -> DecodeResult:
+    def result(self, S: int) -> DecodeResult:
+        """The decoded batch; attention over the first S source positions (the others are the
+        padding of a shared graph)."""
         n = int(self.out_len.max()) if self.out_len.numel() else 0
         return DecodeResult(self.tokens[:, :n].clone(), self.out_len.clone(), self.scores.clone(),
-                            self.attn[:, :n].clone() if self.attn is not None else None)
+                            self.attn[:, :n, :S].clone() if self.attn is not None else None)
 
 
 # Captured greedy steps, per decoder (weakly: a decoder that goes away takes its graphs with
@@ -202,7 +204,8 @@ class _Greedy:
 # address the step depends on: in-place weight updates (an optimizer's step, load_state_dict)
 # are seen by the next replay, and replaced weights (.to(), a new Parameter) make a new key.
 _GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-MAX_CUDA_GRAPHS = 8   # per decoder; each holds its batch's buffers and its step's memory pool
+MAX_CUDA_GRAPHS = 16  # per decoder; each holds its batch's buffers and its step's memory pool
+GRAPH_BUCKET = 8      # source positions and output tokens are rounded up to multiples of this
 
 
 def clear_cuda_graphs(dec=None) -> None:
@@ -223,24 +226,44 @@ def _graph_key(dec, state, maxlen: Tensor, L: int, bos: int, eos: int, pad: int)
             dec.training, torch.is_autocast_enabled("cuda"), weights)
 
 
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _pad_source(enc_out, S_to: int):
+    """The encoder's output with S_to - S source positions added: zero states, masked out. The
+    attention gives them weight 0, so every step's result is that of the unpadded source."""
+    states, mask, hidden = enc_out
+    extra = S_to - mask.shape[1]
+    if extra == 0:
+        return enc_out
+    states = torch.cat([states, states.new_zeros(states.shape[0], extra, states.shape[2])], 1)
+    mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1)
+    return type(enc_out)(states, mask, hidden)
+
+
 def _greedy(dec, enc_out, lengths: Tensor, bos: int, eos: int, max_len_a: float, max_len_b: float,
             cuda_graph: bool = False) -> DecodeResult:
     """greedy_decode from the encoder's output (the decode benchmark times this)."""
-    state = dec.init_state(enc_out)
     B, S = enc_out.mask.shape
     dev = enc_out.states.device
     maxlen = max_lengths(lengths, max_len_a, max_len_b).to(dev)
     pad = dec.padding_idx if dec.padding_idx is not None else 0
     L = int(maxlen.max()) if B else 0
-    args = (maxlen, L, bos, eos, pad, S, enc_out.states.dtype, dec.attn is not None)
+    has_attn, adtype = dec.attn is not None, enc_out.states.dtype
     if not cuda_graph or L == 0:
-        g = _Greedy(state, *args)
+        g = _Greedy(dec.init_state(enc_out), maxlen, L, bos, eos, pad, S, adtype, has_attn)
     else:
+        # Batches of nearby shapes share a graph: the source is padded (masked) to a multiple of
+        # GRAPH_BUCKET positions and the buffers hold a multiple of GRAPH_BUCKET tokens (the loop
+        # still stops after L steps).
+        S_b, L_b = _round_up(S, GRAPH_BUCKET), _round_up(L, GRAPH_BUCKET)
+        state = dec.init_state(_pad_source(enc_out, S_b))
         graphs = _GRAPHS.setdefault(dec, OrderedDict())
-        key = _graph_key(dec, state, maxlen, L, bos, eos, pad)
+        key = _graph_key(dec, state, maxlen, L_b, bos, eos, pad)
         g = graphs.pop(key, None)
         if g is None:
-            g = _Greedy(state, *args, reusable=True)
+            g = _Greedy(state, maxlen, L_b, bos, eos, pad, S_b, adtype, has_attn, reusable=True)
             g.capture(dec, state, maxlen)
             while len(graphs) >= MAX_CUDA_GRAPHS:
                 graphs.popitem(last=False)
@@ -248,7 +271,7 @@ def _greedy(dec, enc_out, lengths: Tensor, bos: int, eos: int, max_len_a: float,
             g.load(state, maxlen)
         graphs[key] = g
     g.run(dec, L, _check_every(dev))
-    return g.result()
+    return g.result(S)
 
 
 @torch.inference_mode()
@@ -258,8 +281,9 @@ def greedy_decode(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int,
 
     ``cuda_graph=True`` (CUDA tensors only) runs each token's step as one replay of a CUDA graph
     (one launch instead of one per kernel); the tokens are the same as without it. The graph is
-    captured on the first call for a batch shape (B, S, maximum length) and kept with the decoder
-    (up to ``MAX_CUDA_GRAPHS`` shapes, least recently used dropped first), so later calls of that
+    captured on the first call for a batch shape (B, and S and the maximum length each rounded up
+    to a multiple of 8: the source is padded with masked positions) and kept with the decoder (up
+    to ``MAX_CUDA_GRAPHS`` shapes, least recently used dropped first), so later calls of that
     shape only replay it; weights updated in place are seen, replaced weights are captured anew.
     ``fastrnn.clear_cuda_graphs(dec)`` frees them."""
     _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b)

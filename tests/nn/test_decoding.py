@@ -388,8 +388,9 @@ def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
 
 def test_cuda_graph_is_kept_per_batch_shape(monkeypatch):
     # A later batch of the same shapes replays the kept graph (its buffers loaded anew, nothing
-    # of the last batch left in them); another shape, a replaced weight or another decoder
-    # captures anew; at most MAX_CUDA_GRAPHS shapes are kept per decoder, the oldest dropped.
+    # of the last batch left in them), also one whose source and output lengths round up to the
+    # same multiples of 8; another shape, a replaced weight or another decoder captures anew; at
+    # most MAX_CUDA_GRAPHS shapes are kept per decoder, the oldest dropped.
     from torch import nn
 
     from fastrnn.nn import decoding
@@ -420,6 +421,12 @@ def test_cuda_graph_is_kept_per_batch_shape(monkeypatch):
     _, dec2 = _models("lstm")
     _graphed_equals_plain(enc, dec2, *_batch(3, 9, seed=7, lo=2))
     assert len(graphs) == 5
+    # sources of 5 and 7 tokens (padded to 8, at most 13 and 16 output tokens: 16) share a graph;
+    # the attention comes back over each batch's own source length
+    plain5, _ = _graphed_equals_plain(enc, dec2, *_batch(3, 5, seed=8, lo=2))
+    plain7, _ = _graphed_equals_plain(enc, dec2, *_batch(3, 7, seed=9, lo=2))
+    assert len(graphs) == 6
+    assert plain5.attention.shape[2] == 5 and plain7.attention.shape[2] == 7
     fastrnn.clear_cuda_graphs(dec)                # the public name
     assert dec not in decoding._GRAPHS and dec2 in decoding._GRAPHS
     fastrnn.clear_cuda_graphs()
