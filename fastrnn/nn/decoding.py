@@ -239,7 +239,9 @@ def _pad_source(enc_out, S_to: int):
         return enc_out
     states = torch.cat([states, states.new_zeros(states.shape[0], extra, states.shape[2])], 1)
     mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1)
-    return type(enc_out)(states, mask, hidden)
+    from fastrnn.nn.seq2seq import EncoderOutput
+
+    return EncoderOutput(states, mask, hidden)
 
 
 def _greedy(dec, enc_out, lengths: Tensor, bos: int, eos: int, max_len_a: float, max_len_b: float,
