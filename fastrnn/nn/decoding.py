@@ -115,6 +115,7 @@ class _Greedy:
         # The step writes the state in place: own copies, never views of the encoder's output
         # (the source's too when later batches are loaded into these buffers).
         self.state = _clone_state(state, everything=reusable)
+        self.reusable = reusable
         self.maxlen = maxlen.clone()
         self.prev = torch.full((B,), bos, dtype=torch.long, device=dev)
         self.t = torch.zeros(1, dtype=torch.long, device=dev)
@@ -194,8 +195,10 @@ class _Greedy:
         """The decoded batch; attention over the first S source positions (the others are the
         padding of a shared graph)."""
         n = int(self.out_len.max()) if self.out_len.numel() else 0
-        return DecodeResult(self.tokens[:, :n].clone(), self.out_len.clone(), self.scores.clone(),
-                            self.attn[:, :n, :S].clone() if self.attn is not None else None)
+        # a kept graph's buffers are overwritten by the next batch: the caller gets copies
+        own = (lambda t: t.clone()) if self.reusable else (lambda t: t.contiguous())
+        return DecodeResult(own(self.tokens[:, :n]), own(self.out_len), own(self.scores),
+                            own(self.attn[:, :n, :S]) if self.attn is not None else None)
 
 
 # Captured greedy steps, per decoder (weakly: a decoder that goes away takes its graphs with

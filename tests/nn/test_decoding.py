@@ -367,7 +367,7 @@ def _graphed_equals_plain(enc, dec, src, lengths):
         graphed = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5, cuda_graph=True)
     for a, b in zip(graphed, plain):
         assert torch.equal(a, b)
-    return plain, enc_out
+    return plain, enc_out, graphed
 
 
 def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
@@ -380,7 +380,7 @@ def test_cuda_graph_bookkeeping_on_the_cpu(monkeypatch):
     for cell in ("gru", "lstm"):
         enc, dec = _models(cell)
         src, lengths = _batch(5, 9, lo=2)
-        plain, _ = _graphed_equals_plain(enc, dec, src, lengths)
+        plain, _, _ = _graphed_equals_plain(enc, dec, src, lengths)
         assert 1 < int(plain.lengths.max()) and int(plain.lengths.min()) < 19   # EOS and max length
     assert len(graphs) == 2                       # one capture per decoder and batch shape
     decoding.clear_cuda_graphs()
@@ -397,7 +397,7 @@ def test_cuda_graph_is_kept_per_batch_shape(monkeypatch):
 
     graphs = _fake_cuda_graphs(monkeypatch)
     enc, dec = _models("lstm")
-    _, first = _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=1, lo=2))
+    plain1, first, graphed1 = _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=1, lo=2))
     kept = [first.states.clone(), first.mask.clone()]
     assert len(graphs) == 1
     for seed in (2, 3):                           # new sentences, same B and S
@@ -405,6 +405,8 @@ def test_cuda_graph_is_kept_per_batch_shape(monkeypatch):
     assert len(graphs) == 1
     for t, t0 in zip(first[:2], kept):            # later batches went into the graph's own buffers
         assert torch.equal(t, t0)
+    for a, b in zip(graphed1, plain1):            # and left the first result alone
+        assert torch.equal(a, b)
     with torch.no_grad():
         dec.out.bias.add_(0.5)                    # in place: same addresses, same graph
     _graphed_equals_plain(enc, dec, *_batch(5, 9, seed=4, lo=2))
@@ -423,8 +425,8 @@ def test_cuda_graph_is_kept_per_batch_shape(monkeypatch):
     assert len(graphs) == 5
     # sources of 5 and 7 tokens (padded to 8, at most 13 and 16 output tokens: 16) share a graph;
     # the attention comes back over each batch's own source length
-    plain5, _ = _graphed_equals_plain(enc, dec2, *_batch(3, 5, seed=8, lo=2))
-    plain7, _ = _graphed_equals_plain(enc, dec2, *_batch(3, 7, seed=9, lo=2))
+    plain5, _, _ = _graphed_equals_plain(enc, dec2, *_batch(3, 5, seed=8, lo=2))
+    plain7, _, _ = _graphed_equals_plain(enc, dec2, *_batch(3, 7, seed=9, lo=2))
     assert len(graphs) == 6
     assert plain5.attention.shape[2] == 5 and plain7.attention.shape[2] == 7
     fastrnn.clear_cuda_graphs(dec)                # the public name
