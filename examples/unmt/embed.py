@@ -7,6 +7,7 @@ mapping.json (dictionary sizes, objective per iteration, times), bli.json.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -177,6 +178,23 @@ def _cached_corpora(path: Path) -> list[str]:
     return obj.get("corpora", [f"mono.{lang}.tok"])
 
 
+def _fingerprints(files) -> dict[str, str]:
+    """{file name: sha1 of its bytes}: cached embeddings are reused only for the same text."""
+    out = {}
+    for p in files:
+        h = hashlib.sha1()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[Path(p).name] = h.hexdigest()
+    return out
+
+
+def _cache_matches(path: Path, fingerprints: dict[str, str]) -> bool:
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    return obj.get("fingerprints") == fingerprints
+
+
 def embed(pair: str, work: Path, args) -> None:
     src, tgt = check_pair(pair)
     d, e = data_dir(work), emb_dir(work)
@@ -191,12 +209,14 @@ def embed(pair: str, work: Path, args) -> None:
         # `extra-text` wrote out-of-domain text for the embeddings only
         files = [corpus] + [p for p in [d / f"extra.{lang}.tok"] if p.is_file()]
         corpora[lang] = [p.name for p in files]
-        if outputs_done([out], args.force) and _cached_corpora(out) == corpora[lang]:
+        prints = _fingerprints(files)
+        if outputs_done([out], args.force) and _cache_matches(out, prints):
             continue
         t, cpu = time.perf_counter(), time.process_time()
         words, vectors = train_skipgram(files, args.dim, args.min_count, args.window,
                                         args.epochs, args.seed)
-        save_torch(out, {"words": words, "vectors": vectors, "corpora": corpora[lang]})
+        save_torch(out, {"words": words, "vectors": vectors, "corpora": corpora[lang],
+                         "fingerprints": prints})
         for stale in [e / f"mapped.{l}.pt" for l in (src, tgt)] + [e / "mapping.json", e / "bli.json"]:
             stale.unlink(missing_ok=True)     # built from other embeddings
         times[f"skipgram_{lang}_s"] = time.perf_counter() - t

@@ -1,59 +1,151 @@
-"""`extra-text`: out-of-domain monolingual text for the embeddings, from LibreOffice's help.
+"""`extra-text`: out-of-domain monolingual text for the embeddings, from translated manuals.
 
 DATA.md: the ceiling of the cross-lingual embeddings is the size of one small corpus, and more
-distinct monolingual text per language is the strongest lever. Debian's libreoffice-help-<lang>
-packages hold the same help pages in every language, so they are parallel: like the Bible's
-chapters, the pages are split in two disjoint halves by a hash of their path, the source
-language takes one half and English the other, and no paragraph and its translation both reach
-training. The text feeds the skip-gram embeddings only (`embed` reads `extra.<l>.tok` when it is
-there); the NMT models still train on the Bible's monolingual sides.
+distinct monolingual text per language is the strongest lever. Debian packages several manuals in
+English, German and French, each page the same in every language (SOURCES; the man pages
+differ between languages):
 
-Where the pages come from, first found wins: `--help-dir DIR` (holding `<code>/text/**.html`),
-/usr/share/libreoffice/help (the packages installed), or `apt-get download` of the packages
-into `<work>/cache/` unpacked with `dpkg-deb -x` (no root needed, Debian's archive only).
+- `libreoffice`: LibreOffice help (libreoffice-help-<lang>), numbered paragraphs only;
+- `gimp`: the GIMP user manual (gimp-help-<lang>);
+- `handbook`: The Debian Administrator's Handbook (debian-handbook, all languages in one);
+- `debref`: Debian Reference (debian-reference-<lang>);
+
+these four by default, the best measured (README); to try: `gnome` (gnome-user-docs), `install`
+(installation-guide-amd64), `devref` (developers-reference-<lang>) and `man` (manpages-<lang>,
+groff read by `man_paragraphs`).
+
+Being translations, the pages are parallel: like the Bible's chapters, each source's pages are
+split in two disjoint halves by a hash of their language-free name, the source language takes
+one half and English the other, and no paragraph and its translation both reach training. The
+text feeds the skip-gram embeddings only (`embed` reads `extra.<l>.tok` when it is there); the
+NMT models still train on the Bible's monolingual sides.
+
+Where a source's pages come from, first found wins: `--source-dir NAME=DIR` (`--help-dir DIR` is
+`libreoffice=DIR`), the installed package's folder, or `apt-get download` of the package into
+`<work>/cache/<name>/` unpacked with `dpkg-deb -x` (no root needed, Debian's archive only).
 """
 from __future__ import annotations
 
+import gzip
 import html.parser
+import re
 import shutil
 import subprocess
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from common import check_pair, data_dir, outputs_done, tokenize, write_json, write_lines
 
-SYSTEM_HELP = Path("/usr/share/libreoffice/help")
-HELP_CODE = {"en": "en-US", "de": "de", "fr": "fr"}    # help folder and package suffix
-PACKAGE = "libreoffice-help-{}"
-BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "td", "li")
+BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "li", "dt", "dd")
+DIV_BLOCKS = ("para",)                  # <div class="para">: Publican's paragraphs (the Handbook)
+SKIP = ("script", "style", "pre", "screen", "synopsis")   # code, not language (HTML, Mallard)
 MIN_WORDS = 3
 
 
-class _Paragraphs(html.parser.HTMLParser):
-    """Texts of the help's numbered blocks (ids par_*, hd_*), scripts and styles left out."""
+@dataclass(frozen=True)
+class Source:
+    title: str
+    package: str                        # Debian package(s), space-separated, {code} -> the language's code
+    base: str                           # the manual's folder inside the package, from /
+    sub: str                            # a language's pages under base ({code} filled in)
+    codes: dict                         # language -> code in package and folder names
+    pattern: str = "**/*.html"          # pages under the folder ({code} filled in)
+    numbered: bool = False              # only blocks whose id starts par_/hd_ (LibreOffice)
+    system: bool = True                 # read the installed package's folder when it is there
+    packages_by_lang: dict | None = None  # language -> package(s), where not package's pattern
 
-    def __init__(self):
+    def debs(self, lang: str) -> list[str]:
+        pkgs = (self.packages_by_lang or {}).get(lang, self.package)
+        return pkgs.format(code=self.codes[lang].lower()).split()
+
+    def read(self, page: Path) -> list[str]:
+        if page.suffix == ".gz":
+            with gzip.open(page, "rt", encoding="utf-8", errors="replace") as f:
+                return man_paragraphs(f.read())
+        return paragraphs(page.read_text(encoding="utf-8", errors="replace"), self.numbered)
+
+    def folder(self, base, lang: str) -> Path:
+        return Path(base) / self.sub.format(code=self.codes[lang])
+
+    def pages(self, root: Path, lang: str) -> dict[str, Path]:
+        """{language-free page name: page} under the language's folder root."""
+        code = self.codes[lang]
+        tag = f".{code}.html"
+        out = {}
+        for p in root.glob(self.pattern.format(code=code)):
+            rel = p.relative_to(root).as_posix()
+            out[rel[: -len(tag)] + ".html" if rel.endswith(tag) else rel] = p
+        return out
+
+
+SOURCES = {
+    "libreoffice": Source("LibreOffice help", "libreoffice-help-{code}",
+                          "usr/share/libreoffice/help", "{code}/text",
+                          {"en": "en-US", "de": "de", "fr": "fr"}, numbered=True),
+    "gimp": Source("GIMP user manual", "gimp-help-{code}", "usr/share/gimp/2.0/help", "{code}",
+                   {"en": "en", "de": "de", "fr": "fr"}),
+    "handbook": Source("The Debian Administrator's Handbook", "debian-handbook",
+                       "usr/share/doc/debian-handbook/html", "{code}",
+                       {"en": "en-US", "de": "de-DE", "fr": "fr-FR"}),
+    "debref": Source("Debian Reference", "debian-reference-{code}", "usr/share/debian-reference", "",
+                     {"en": "en", "de": "de", "fr": "fr"}, pattern="*.{code}.html"),
+    "gnome": Source("GNOME help", "gnome-user-docs", "usr/share/help", "{code}/gnome-help",
+                    {"en": "C", "de": "de", "fr": "fr"}, pattern="*.page"),
+    "install": Source("Debian installation guide", "installation-guide-amd64",
+                      "usr/share/doc/installation-guide-amd64", "{code}", {"en": "en", "de": "de", "fr": "fr"}),
+    "devref": Source("Debian Developer's Reference", "developers-reference-{code}",
+                     "usr/share/developers-reference", "{code}", {"en": "", "de": "de", "fr": "fr"},
+                     pattern="*.html", packages_by_lang={"en": "developers-reference"}),
+    # English pages are the Linux man-pages project's; the others, translations of many
+    # programs' pages. The installed /usr/share/man holds whatever the machine has: not read.
+    "man": Source("manual pages", "manpages-{code}", "usr/share/man", "{code}",
+                  {"en": "", "de": "de", "fr": "fr"}, pattern="man[0-9]*/*.gz", system=False,
+                  packages_by_lang={"en": "manpages manpages-dev"}),
+}
+# Measured on fr-en (README): these four took BLI P@1 (CSLS) from 22.8 (LibreOffice alone) to 28;
+# adding gnome, install and devref gave 22.9, adding man 25.8. The others are there to try.
+DEFAULT_SOURCES = ("libreoffice", "gimp", "handbook", "debref")
+
+
+class _Paragraphs(html.parser.HTMLParser):
+    """Texts of a page's blocks (paragraphs, headings, cells, list items), code, scripts and
+    styles left out; `numbered`: only blocks with ids par_*/hd_* (LibreOffice's help text).
+    A block inside another ends the outer one's text so far; the outer one's text after it is
+    a block of its own."""
+
+    def __init__(self, numbered: bool = False):
         super().__init__(convert_charrefs=True)
+        self.numbered = numbered
         self.out: list[str] = []
         self._buf: list[str] = []
         self._open = False
+        self._stack: list[bool | None] = []     # enclosing blocks' states (None: a plain div)
         self._skip = 0
 
     def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style"):
+        if tag in SKIP:
             self._skip += 1
-        elif tag in BLOCKS and (dict(attrs).get("id") or "").startswith(("par_", "hd_")):
+            return
+        a = dict(attrs)
+        if tag in BLOCKS or (tag == "div" and a.get("class") in DIV_BLOCKS):
             self._flush()
-            self._open = True
+            self._stack.append(self._open)
+            self._open = not self.numbered or (a.get("id") or "").startswith(("par_", "hd_"))
+        elif tag == "div":
+            self._stack.append(None)
 
     def handle_endtag(self, tag):
-        if tag in ("script", "style"):
+        if tag in SKIP:
             self._skip = max(0, self._skip - 1)
-        elif tag in BLOCKS:
-            self._flush()
+        elif tag in BLOCKS or tag == "div":
+            outer = self._stack.pop() if self._stack else False
+            if outer is not None:
+                self._flush()
+                self._open = outer
 
     def handle_data(self, data):
         if self._open and not self._skip:
@@ -63,97 +155,206 @@ class _Paragraphs(html.parser.HTMLParser):
         text = " ".join("".join(self._buf).split())
         if self._open and len(text.split()) >= MIN_WORDS:
             self.out.append(text)
-        self._buf, self._open = [], False
+        self._buf = []
 
     def close(self):
         super().close()
         self._flush()
 
 
-def paragraphs(page: str) -> list[str]:
-    p = _Paragraphs()
+def paragraphs(page: str, numbered: bool = True) -> list[str]:
+    p = _Paragraphs(numbered)
     p.feed(page)
     p.close()
     return p.out
 
 
-def side(rel_path: str, lang: str, src: str) -> bool:
-    """Whether the page at rel_path (the same in every language) belongs to lang's half:
+_MAN_CHARS = {"aq": "'", "lq": '"', "rq": '"', "dq": '"', "oq": "'", "cq": "'", "em": "-",
+              "en": "-", "hy": "-", "mi": "-", "bu": " ", "co": "(c)", "rg": "(R)", "tm": "(TM)"}
+_MAN_ESCAPE = re.compile(r"\\(?:f(?:\[[^\]]*\]|\(..|.)|s[-+]?\d+|\*(?:\[[^\]]*\]|\(..|.)"
+                         r"|\((..)|\[([^\]]*)\]|(.))")
+_MAN_SKIP_SECTIONS = {"synopsis", "übersicht", "see also", "voir aussi", "siehe auch", "colophon",
+                      "kolophon", "traduction", "übersetzung", "copyright", "author", "authors",
+                      "auteur", "auteurs", "autor", "autoren"}
+_MAN_FONT = {"B", "I", "BR", "IR", "RB", "RI", "BI", "IB", "SM", "SB"}
+_MAN_VERBATIM = {"nf": "fi", "EX": "EE", "TS": "TE", "EQ": "EN", "de": ".", "ig": "."}
+
+
+def _man_escape(m: re.Match) -> str:
+    two, named, one = m.group(1), m.group(2), m.group(3)
+    if two is not None:
+        return _MAN_CHARS.get(two, "")
+    if named is not None:
+        if named.startswith("u") and len(named) in (5, 6):
+            try:
+                return chr(int(named[1:], 16))
+            except ValueError:
+                return ""
+        return _MAN_CHARS.get(named, "")
+    if one is not None:
+        return {"-": "-", "e": "\\", " ": " ", "~": " ", "0": " ", "|": "", "^": "", "&": "",
+                "c": "", "%": ""}.get(one, "")
+    return ""                          # fonts, sizes, strings
+
+
+def man_paragraphs(source: str) -> list[str]:
+    """The running text of a man page's groff source: macro lines end paragraphs (font macros
+    keep their words), escapes become their characters or nothing; the synopsis, the
+    see-also, author and translator sections, comments and verbatim blocks (.nf/.fi, .EX/.EE,
+    tables) are left out."""
+    out, buf = [], []
+    skip_section, verbatim = False, None
+
+    def flush():
+        text = " ".join(" ".join(buf).split())
+        if len(text.split()) >= MIN_WORDS:
+            out.append(text)
+        buf.clear()
+
+    for line in source.splitlines():
+        line = line.split('\\"', 1)[0]               # comments
+        if line.strip() in ("", ".", "'"):
+            if not line.strip():
+                flush()
+            continue
+        if line.startswith((".", "'")):
+            parts = line[1:].strip().split(None, 1)
+            macro, arg = (parts + ["", ""])[:2] if parts else ("", "")
+            if verbatim:
+                if macro == verbatim:
+                    verbatim = None
+                continue
+            if macro in _MAN_VERBATIM:
+                flush()
+                verbatim = _MAN_VERBATIM[macro]
+                continue
+            if macro in ("SH", "SS"):
+                flush()
+                title = _MAN_ESCAPE.sub(_man_escape, arg).strip('"').strip().lower()
+                if macro == "SH":
+                    skip_section = title in _MAN_SKIP_SECTIONS
+                continue
+            if macro in _MAN_FONT and not skip_section:
+                buf.append(_MAN_ESCAPE.sub(_man_escape, arg.replace('"', "")))
+                continue
+            flush()
+            continue
+        if verbatim or skip_section:
+            continue
+        buf.append(_MAN_ESCAPE.sub(_man_escape, line))
+    flush()
+    return out
+
+
+def side(name: str, lang: str, src: str) -> bool:
+    """Whether the page called name (the same in every language) belongs to lang's half:
     the source language takes odd crc32 values, English the even ones (disjoint halves)."""
-    odd = zlib.crc32(rel_path.encode()) % 2 == 1
+    odd = zlib.crc32(name.encode()) % 2 == 1
     return odd if lang == src else not odd
 
 
-def fetch_help(lang: str, cache: Path) -> Path:
-    """Unpack libreoffice-help-<lang> from Debian's archive into cache; -> its help root."""
-    code = HELP_CODE[lang]
-    root = cache / "libreoffice" / "usr/share/libreoffice/help"
-    if (root / code / "text").is_dir():
-        return root
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise SystemExit(f"no LibreOffice help for {lang}: install it (apt-get install "
-                         f"{PACKAGE.format(code.lower())}) or pass --help-dir DIR")
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        pkg = PACKAGE.format(code.lower())
-        r = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True)
-        debs = list(Path(tmp).glob("*.deb"))
-        if r.returncode != 0 or not debs:
-            raise SystemExit(f"apt-get download {pkg} failed ({r.stderr.strip()[-300:]}); "
-                             "run apt-get update, install the package, or pass --help-dir DIR")
-        unpacked = Path(tmp) / "x"
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
-        target = cache / "libreoffice"
-        for item in unpacked.rglob("*"):
-            dest = target / item.relative_to(unpacked)
-            if item.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-            elif not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(item), dest)
-    if not (root / code / "text").is_dir():
-        raise SystemExit(f"{pkg} holds no {code}/text folder under {root}")
+def fetch(name: str, lang: str, cache: Path) -> Path:
+    """Unpack the source's package(s) for lang from Debian's archive into cache/<name>/ (each
+    once: a marker file records it); -> the pages' folder."""
+    s = SOURCES[name]
+    target = cache / name
+    root = s.folder(target / s.base, lang)
+    for pkg in s.debs(lang):
+        marker = target / f".unpacked-{pkg}"
+        if marker.is_file() or (len(s.debs(lang)) == 1 and root.is_dir() and any(s.pages(root, lang))):
+            continue
+        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+            raise SystemExit(f"no {s.title} for {lang}: install {pkg} (apt-get install {pkg}), pass "
+                             f"--source-dir {name}=DIR, or leave it out of --sources")
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            r = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True)
+            debs = list(Path(tmp).glob("*.deb"))
+            if r.returncode != 0 or not debs:
+                raise SystemExit(f"apt-get download {pkg} failed ({r.stderr.strip()[-300:]}); run "
+                                 f"apt-get update, install the package, pass --source-dir {name}=DIR, "
+                                 "or leave it out of --sources")
+            unpacked = Path(tmp) / "x"
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+            for item in unpacked.rglob("*"):
+                dest = target / item.relative_to(unpacked)
+                if item.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                elif not dest.exists() and not item.is_symlink():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(item), dest)
+        marker.write_text(debs[0].name + "\n")
+    if not root.is_dir():
+        raise SystemExit(f"{' '.join(s.debs(lang))} hold no /{s.base}/{s.sub.format(code=s.codes[lang])} folder")
     return root
 
 
-def help_root(lang: str, help_dir: str | None, cache: Path) -> Path:
-    code = HELP_CODE[lang]
-    for root in ([Path(help_dir)] if help_dir else []) + [SYSTEM_HELP]:
-        if (root / code / "text").is_dir():
+def pages_root(name: str, lang: str, source_dir: str | None, cache: Path) -> Path:
+    """The folder holding the source's pages for lang (see the module's docstring): under
+    source_dir, it is where the package has it under its base folder (for LibreOffice,
+    DIR/<code>/text; for the GIMP manual, DIR/<code>)."""
+    s = SOURCES[name]
+    for base in [source_dir] if source_dir else ["/" + s.base] * s.system:
+        root = s.folder(base, lang)
+        if root.is_dir() and any(s.pages(root, lang)):
             return root
-    if help_dir:
-        raise SystemExit(f"--help-dir {help_dir}: no {code}/text folder in it")
-    return fetch_help(lang, cache)
+        if source_dir:
+            flag = "--help-dir" if name == "libreoffice" else f"--source-dir {name}="
+            raise SystemExit(f"{flag}{source_dir}: no {s.title} pages for {lang} in {root}")
+    return fetch(name, lang, cache)
 
 
-def extra_text(pair: str, work: Path, help_dir: str | None = None, force: bool = False) -> dict:
+def extra_text(pair: str, work: Path, help_dir: str | None = None, force: bool = False,
+               sources=DEFAULT_SOURCES, source_dirs: dict | None = None) -> dict:
     src, tgt = check_pair(pair)
     d = data_dir(work)
+    sources = list(dict.fromkeys(sources))
+    unknown = [n for n in sources if n not in SOURCES]
+    if unknown or not sources:
+        raise SystemExit(f"--sources: unknown {unknown or 'empty'}; choose from {', '.join(SOURCES)}")
+    dirs = dict(source_dirs or {})
+    if help_dir:
+        dirs.setdefault("libreoffice", help_dir)
     outputs = [d / f"extra.{l}.tok" for l in (src, tgt)] + [d / "extra.json"]
-    if outputs_done(outputs, force):
+    if outputs_done(outputs, force) and _same_sources(d / "extra.json", sources):
         print(f"extra-text: {d} already has it (use --force to redo)")
         return {}
     if not (d / "meta.json").is_file():
         raise SystemExit(f"{d} has no prepared data: run `unmt.py prepare --pair {pair}` first")
-    meta = {"source": "LibreOffice help (Debian libreoffice-help-*)",
-            "split": {src: "pages of odd crc32(path)", tgt: "pages of even crc32(path)"}, "counts": {}}
+    meta = {"sources": {n: SOURCES[n].title + f" (Debian {SOURCES[n].package.format(code='<lang>')})"
+                        for n in sources},
+            "split": {src: "pages of odd crc32(name)", tgt: "pages of even crc32(name)"},
+            "counts": {}, "by_source": {}}
     for lang in (src, tgt):
-        code = HELP_CODE[lang]
-        text_dir = help_root(lang, help_dir, work / "cache") / code / "text"
-        pages = sorted(p for p in text_dir.rglob("*.html")
-                       if side(p.relative_to(text_dir).as_posix(), lang, src))
         seen, lines = set(), []
-        for page in tqdm(pages, desc=f"help pages {lang}", unit="page"):
-            for t in paragraphs(page.read_text(encoding="utf-8", errors="replace")):
-                if t not in seen:
-                    seen.add(t)
-                    lines.append(tokenize(t, lang))
+        for name in sources:
+            s = SOURCES[name]
+            root = pages_root(name, lang, dirs.get(name), work / "cache")
+            pages = sorted((k, p) for k, p in s.pages(root, lang).items() if side(k, lang, src))
+            n_before, n_pages = len(lines), 0
+            for _, page in tqdm(pages, desc=f"{name} pages {lang}", unit="page"):
+                n_pages += 1
+                for t in s.read(page):
+                    if t not in seen:
+                        seen.add(t)
+                        lines.append(tokenize(t, lang))
+            meta["by_source"].setdefault(name, {})[lang] = {
+                "pages": n_pages, "paragraphs": len(lines) - n_before,
+                "tokens": sum(len(x.split()) for x in lines[n_before:])}
         if not lines:
-            raise SystemExit(f"no help text found under {text_dir}")
+            raise SystemExit(f"no text found in {', '.join(sources)} for {lang}")
         write_lines(d / f"extra.{lang}.tok", lines)
-        meta["counts"][lang] = {"pages": len(pages), "paragraphs": len(lines),
-                                "tokens": sum(len(x.split()) for x in lines)}
+        meta["counts"][lang] = {"pages": sum(v[lang]["pages"] for v in meta["by_source"].values()),
+                                "paragraphs": len(lines), "tokens": sum(len(x.split()) for x in lines)}
     write_json(d / "extra.json", meta)
     print("extra-text: " + ", ".join(f"{l} {c['paragraphs']} paragraphs ({c['tokens']} tokens)"
                                      for l, c in meta["counts"].items()))
     return meta
+
+
+def _same_sources(path: Path, sources) -> bool:
+    import json
+    try:
+        return list(json.loads(path.read_text()).get("sources", {})) == list(sources)
+    except (OSError, ValueError):
+        return False

@@ -1,7 +1,7 @@
 """Unsupervised NMT example: one entry point for every step.
 
     python examples/unmt/unmt.py prepare  --pair de-en
-    python examples/unmt/unmt.py extra-text --pair de-en     # optional: more text for the embeddings
+    python examples/unmt/unmt.py extra-text --pair de-en     # optional: manuals' text for the embeddings
     python examples/unmt/unmt.py embed    --pair de-en
     python examples/unmt/unmt.py baseline --pair de-en --src de --tgt en
 
@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PAIRS, check_pair, work_dir  # noqa: E402
+from extra_text import DEFAULT_SOURCES, SOURCES  # noqa: E402
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +35,14 @@ def cmd_prepare(args) -> None:
 
 def cmd_extra_text(args) -> None:
     from extra_text import extra_text
-    extra_text(args.pair, work_dir(args.pair, args.work), help_dir=args.help_dir, force=args.force)
+    dirs = {}
+    for item in args.source_dir:
+        name, sep, path = item.partition("=")
+        if not sep or name not in SOURCES or not path:
+            raise SystemExit(f"--source-dir {item}: expected NAME=DIR with NAME one of {', '.join(SOURCES)}")
+        dirs[name] = path
+    extra_text(args.pair, work_dir(args.pair, args.work), help_dir=args.help_dir, force=args.force,
+               sources=[n for n in args.sources.split(",") if n], source_dirs=dirs)
 
 
 def cmd_embed(args) -> None:
@@ -62,10 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpe-vocab", type=int, default=16000)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("extra-text", help="LibreOffice help text (disjoint halves) for the embeddings")
+    p = sub.add_parser("extra-text", help="translated manuals' text (disjoint halves) for the embeddings")
     _common_args(p)
-    p.add_argument("--help-dir", default=None, help="folder holding <lang code>/text/**.html (default: "
-                   "the installed libreoffice-help packages, else apt-get download into <work>/cache)")
+    p.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
+                   help="comma-separated manuals, of: " + ", ".join(SOURCES) + " (default: %(default)s, "
+                   "the best measured); each from its installed Debian package, else apt-get download "
+                   "into <work>/cache")
+    p.add_argument("--source-dir", action="append", default=[], metavar="NAME=DIR",
+                   help="read manual NAME from DIR laid out like the package's folder "
+                   "(for example gimp=DIR with DIR/<lang>/*.html); may be repeated")
+    p.add_argument("--help-dir", default=None, help="folder holding <lang code>/text/**.html: "
+                   "the same as --source-dir libreoffice=DIR")
     p.set_defaults(func=cmd_extra_text)
 
     p = sub.add_parser("embed", help="skip-gram embeddings + self-learning cross-lingual mapping")

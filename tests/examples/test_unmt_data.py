@@ -2,6 +2,7 @@
 fake Bible database."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -189,7 +190,7 @@ def test_extra_text_takes_disjoint_halves_and_feeds_the_embeddings(prepared, tmp
     shutil.copytree(prepared / "data", work / "data")
     help_dir = tmp_path / "help"
     _help_pages(help_dir)
-    meta = extra_text.extra_text("de-en", work, help_dir=str(help_dir))
+    meta = extra_text.extra_text("de-en", work, help_dir=str(help_dir), sources=("libreoffice",))
     pages = {}
     for lang in ("de", "en"):
         lines = common.read_lines(work / "data" / f"extra.{lang}.tok")
@@ -209,6 +210,12 @@ def test_extra_text_takes_disjoint_halves_and_feeds_the_embeddings(prepared, tmp
     words, _ = common.load_mapped(work / "emb" / "mapped.de.pt")
     assert {f"xdep{i}" for i in pages["de"]} <= set(words)        # the extra text reached the embeddings
     assert embed._cached_corpora(work / "emb" / "w2v.de.pt") == ["mono.de.tok", "extra.de.tok"]
+    # other text under the same name no longer matches the cached embeddings: retrained
+    with open(work / "data" / "extra.de.tok", "a", encoding="utf-8") as f:
+        f.write("neuwort neuwort neuwort neuwort\n")
+    embed.embed("de-en", work, args)
+    words, _ = common.load_mapped(work / "emb" / "mapped.de.pt")
+    assert "neuwort" in words
     # without the extra text the cached embeddings no longer match their inputs: retrained
     (work / "data" / "extra.de.tok").unlink()
     embed.embed("de-en", work, args)
@@ -225,3 +232,155 @@ def test_extra_text_needs_prepared_data_and_a_help_source(tmp_path):
     (tmp_path / "data" / "meta.json").write_text("{}")
     with pytest.raises(SystemExit, match="--help-dir"):
         extra_text.extra_text("de-en", tmp_path, help_dir=str(tmp_path / "nothing"))
+    with pytest.raises(SystemExit, match="--source-dir gimp="):
+        extra_text.extra_text("de-en", tmp_path, sources=("gimp",),
+                              source_dirs={"gimp": str(tmp_path / "nothing")})
+    with pytest.raises(SystemExit, match="unknown.*wiki.*choose from libreoffice, gimp"):
+        extra_text.extra_text("de-en", tmp_path, sources=("gimp", "wiki"))
+
+
+def _manual_pages(root, lang, code, name, n):
+    """A DocBook-like manual page set: paragraphs tagged with the manual, page and language,
+    navigation, code and a paragraph every manual shares."""
+    for i in range(n):
+        page = root / name / (f"ch{i}.{code}.html" if name == "debref" else f"{code}/sub/p{i}.html")
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(
+            f'<html><body><div class="navheader"><table><tr><th>{i}. Up</th></tr></table></div>'
+            f'<h2 class="title">{name}{lang}p{i} heading of it</h2>'
+            f'<p>{name}{lang}p{i} first paragraph <span>with inline</span> words</p>'
+            f'<ul><li><p>{name}{lang}p{i} item paragraph here</p> and {name}{lang}p{i} tail words</li></ul>'
+            f'<pre class="screen">{name}{lang}p{i} $ sudo code here</pre>'
+            f'<p>the same words everywhere</p></body></html>', encoding="utf-8")
+
+
+MAN_PAGE = r""".\" a comment line
+.TH LS 1 "2024" "GNU" "User Commands"
+.SH NAME
+ls \- list directory contents
+.SH SYNOPSIS
+.B ls
+[\fIOPTION\fR]... [\fIFILE\fR]...
+.SH DESCRIPTION
+List information about the FILEs (the current directory by default).
+Sort entries alphabetically if none of
+.B \-cftuvSUX
+nor \fB\-\-sort\fP is specified.   \" an inline comment
+.PP
+Mandatory arguments to long options are mandatory for short options too\(em really.
+.TP
+\fB\-a\fR, \fB\-\-all\fR
+do not ignore entries starting with \(aq.\(aq and \[u00E9]t\[u00E9]
+.nf
+$ ls \-la /verbatim/code/here
+.fi
+.SH "SEE ALSO"
+Full documentation and more words here
+"""
+
+
+def test_man_pages_give_their_running_text():
+    import extra_text
+    assert extra_text.man_paragraphs(MAN_PAGE) == [
+        "ls - list directory contents",
+        "List information about the FILEs (the current directory by default). Sort entries "
+        "alphabetically if none of -cftuvSUX nor --sort is specified.",
+        "Mandatory arguments to long options are mandatory for short options too- really.",
+        "-a, --all do not ignore entries starting with '.' and été"]
+
+
+def test_extra_text_reads_every_manual_in_disjoint_halves(prepared, tmp_path):
+    import shutil
+    import zlib
+
+    import extra_text
+    import unmt
+    work = tmp_path / "work"
+    shutil.copytree(prepared / "data", work / "data")
+    codes = {"gimp": {"de": "de", "en": "en"}, "handbook": {"de": "de-DE", "en": "en-US"},
+             "debref": {"de": "de", "en": "en"}}
+    for name, by_lang in codes.items():
+        for lang, code in by_lang.items():
+            _manual_pages(tmp_path / "src", lang, code, name, 16)
+    for lang, sub in (("de", "de/"), ("en", "")):    # man pages: English ones at the top
+        for i in range(16):
+            page = tmp_path / "src" / "man" / f"{sub}man{1 + i % 3}" / f"p{i}.1.gz"
+            page.parent.mkdir(parents=True, exist_ok=True)
+            with gzip.open(page, "wt", encoding="utf-8") as f:
+                f.write(f".SH DESCRIPTION\nman{lang}p{i} text of a \\fBman\\fP page\n.SH SYNOPSIS\nman{lang}p{i} -x\n")
+    codes["man"] = {}
+    dirs = [f"{n}={tmp_path / 'src' / n}" for n in codes]
+    args = unmt.build_parser().parse_args(
+        ["extra-text", "--pair", "de-en", "--work", str(work), "--sources", "gimp,handbook,debref,man",
+         *[a for d in dirs for a in ("--source-dir", d)]])
+    args.func(args)
+    meta = json.loads((work / "data" / "extra.json").read_text())
+    assert list(meta["sources"]) == ["gimp", "handbook", "debref", "man"]
+    seen = {}
+    for lang in ("de", "en"):
+        lines = common.read_lines(work / "data" / f"extra.{lang}.tok")
+        assert not any("sudo" in s or "up" == s.split()[-1] for s in lines)   # code and navigation
+        assert lines.count("the same words everywhere") == 1                  # once over all manuals
+        for name in codes:
+            tags = [t for s in lines for t in s.split() if t.startswith(f"{name}{lang}p")]
+            seen[name, lang] = {int(t[len(f"{name}{lang}p"):]) for t in tags}
+            # heading, paragraph, item paragraph and list item's tail of each page of this half;
+            # a man page's description, its synopsis left out
+            assert len(tags) == (1 if name == "man" else 4) * len(seen[name, lang])
+            assert meta["by_source"][name][lang]["pages"] == len(seen[name, lang])
+    for name in codes:
+        assert not seen[name, "de"] & seen[name, "en"]                       # no page on both sides
+        assert seen[name, "de"] | seen[name, "en"] == set(range(16))
+    key = {"gimp": "sub/p{}.html", "handbook": "sub/p{}.html", "debref": "ch{}.html",
+           "man": "man{}/p{}.1.gz"}
+    for name, k in key.items():   # halves by the language-free page name (Debian Reference: ch1.de.html -> ch1.html)
+        k = k.replace("man{}", "man{m}")
+        assert seen[name, "de"] == {i for i in range(16)
+                                    if zlib.crc32(k.format(i, m=1 + i % 3).encode()) % 2}
+    assert meta["counts"]["de"]["paragraphs"] == sum(v["de"]["paragraphs"] for v in meta["by_source"].values())
+
+    # another set of manuals is not taken for the one on disk: redone
+    args = unmt.build_parser().parse_args(
+        ["extra-text", "--pair", "de-en", "--work", str(work), "--sources", "debref",
+         "--source-dir", dirs[2]])
+    args.func(args)
+    assert list(json.loads((work / "data" / "extra.json").read_text())["sources"]) == ["debref"]
+    assert not any("gimp" in s for s in common.read_lines(work / "data" / "extra.de.tok"))
+    with pytest.raises(SystemExit, match="NAME=DIR"):
+        args = unmt.build_parser().parse_args(
+            ["extra-text", "--pair", "de-en", "--work", str(work), "--source-dir", "gimp"])
+        args.func(args)
+
+
+def test_extra_text_fetches_each_package_once(tmp_path, monkeypatch):
+    """Without the pages on disk, each package of a manual is fetched with `apt-get download`
+    and unpacked with `dpkg-deb -x` into <work>/cache/<manual>/, once (stand-in commands)."""
+    import extra_text
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "apt-get $*" >> {log}\n'
+                                     'test "$2" = nowhere && { echo "E: no such package" >&2; exit 100; }\n'
+                                     'echo "$2" > "$2_1.0_all.deb"\n')
+    (bin_dir / "dpkg-deb").write_text(
+        f'#!/bin/sh\necho "dpkg-deb $*" >> {log}\npkg=$(cat "$2")\n'
+        'case $pkg in manpages-de) d="$3/usr/share/man/de/man1";; *) d="$3/usr/share/man/man2";; esac\n'
+        'mkdir -p "$d"\nprintf \'.SH NAME\\n%s words of text\\n\' "$pkg" | gzip > "$d/$pkg.1.gz"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    cache = tmp_path / "cache"
+    root = extra_text.pages_root("man", "en", None, cache)
+    assert root == cache / "man" / "usr/share/man"
+    pages = extra_text.SOURCES["man"].pages(root, "en")
+    assert sorted(pages) == ["man2/manpages-dev.1.gz", "man2/manpages.1.gz"]
+    assert extra_text.SOURCES["man"].read(pages["man2/manpages.1.gz"]) == ["manpages words of text"]
+    root_de = extra_text.pages_root("man", "de", None, cache)
+    assert sorted(extra_text.SOURCES["man"].pages(root_de, "de")) == ["man1/manpages-de.1.gz"]
+    extra_text.pages_root("man", "en", None, cache)                # already unpacked: no call
+    calls = log.read_text().splitlines()
+    assert [c.split()[2] for c in calls if c.startswith("apt-get")] == ["manpages", "manpages-dev", "manpages-de"]
+    assert sum(c.startswith("dpkg-deb") for c in calls) == 3
+    with pytest.raises(SystemExit, match="apt-get download nowhere failed.*no such package"):
+        monkeypatch.setitem(extra_text.SOURCES, "man", dataclasses.replace(
+            extra_text.SOURCES["man"], packages_by_lang={"en": "nowhere"}))
+        extra_text.pages_root("man", "en", None, tmp_path / "cache2")
