@@ -10,10 +10,13 @@ differ between languages):
 - `handbook`: The Debian Administrator's Handbook (debian-handbook, all languages in one);
 - `debref`: Debian Reference (debian-reference-<lang>);
 
-LibreOffice alone by default; these four are the best measured on fr-en, not on de-en (README).
-Also there: `gnome` (gnome-user-docs), `install`
+these four by default, the best measured (README); also there: `gnome` (gnome-user-docs), `install`
 (installation-guide-amd64), `devref` (developers-reference-<lang>) and `man` (manpages-<lang>,
 groff read by `man_paragraphs`).
+
+Translations leave some pages or paragraphs untranslated (about a quarter of the German GIMP
+manual's text, a third of the French Handbook's, is English): a paragraph whose function words
+are another language's (`language_of`) is dropped and counted in extra.json.
 
 Being translations, the pages are parallel: like the Bible's chapters, each source's pages are
 split in two disjoint halves by a hash of their language-free name, the source language takes
@@ -107,11 +110,11 @@ SOURCES = {
                   {"en": "", "de": "de", "fr": "fr"}, pattern="man[0-9]*/*.gz", system=False,
                   packages_by_lang={"en": "manpages manpages-dev"}),
 }
-# Measured (README): on fr-en, libreoffice,gimp,handbook,debref took BLI P@1 (CSLS) from 22.8
-# (LibreOffice alone) to 28 in two runs, adding gnome, install and devref gave 22.9, adding man
-# 25.8; on de-en the same four gave 11.5 against LibreOffice's 19.7 (one run). So the default
-# stays LibreOffice alone, and fr-en is best with the four.
-DEFAULT_SOURCES = ("libreoffice",)
+# Measured (README), identical start, CSLS P@1 src->en / en->src: these four, with paragraphs in
+# another language dropped, 27.4 / 26.5 on fr-en and 22.1 / 23.0 on de-en, against LibreOffice
+# alone's 22.8 / 23.1 and 19.7 / 20.9. Adding gnome, install and devref, or man, did worse on
+# fr-en (before the language filter). Without the filter de-en fell to 11.5 / 13.3.
+DEFAULT_SOURCES = ("libreoffice", "gimp", "handbook", "debref")
 
 
 class _Paragraphs(html.parser.HTMLParser):
@@ -249,6 +252,25 @@ def man_paragraphs(source: str) -> list[str]:
     return out
 
 
+# Frequent function words of each language, none shared: a translated manual keeps some pages
+# untranslated (about a quarter of the German GIMP manual's text is English), and that text is
+# not the language's. A paragraph is dropped when another language's words outnumber its own.
+STOPWORDS = {
+    "en": set("the and of to is you that this with for are it be can your from which will not or".split()),
+    "de": set("der die das und ist nicht mit sie ein eine den dem zu auf für werden wird oder sich auch von es".split()),
+    "fr": set("le la les et est des une un du pour pas dans vous que qui sur avec sont ce au".split()),
+}
+
+
+def language_of(tokens: list[str]) -> str | None:
+    """The language whose function words are most frequent in tokens (lowercased), None when
+    there are none or a tie."""
+    counts = {l: sum(t in words for t in tokens) for l, words in STOPWORDS.items()}
+    best = max(counts.values())
+    top = [l for l, n in counts.items() if n == best]
+    return top[0] if best > 0 and len(top) == 1 else None
+
+
 def side(name: str, lang: str, src: str) -> bool:
     """Whether the page called name (the same in every language) belongs to lang's half:
     the source language takes odd crc32 values, English the even ones (disjoint halves)."""
@@ -334,16 +356,21 @@ def extra_text(pair: str, work: Path, help_dir: str | None = None, force: bool =
             s = SOURCES[name]
             root = pages_root(name, lang, dirs.get(name), work / "cache")
             pages = sorted((k, p) for k, p in s.pages(root, lang).items() if side(k, lang, src))
-            n_before, n_pages = len(lines), 0
+            n_before, n_pages, foreign = len(lines), 0, 0
             for _, page in tqdm(pages, desc=f"{name} pages {lang}", unit="page"):
                 n_pages += 1
                 for t in s.read(page):
                     if t not in seen:
                         seen.add(t)
-                        lines.append(tokenize(t, lang))
+                        tok = tokenize(t, lang)
+                        if language_of(tok.lower().split()) not in (lang, None):
+                            foreign += 1
+                            continue
+                        lines.append(tok)
             meta["by_source"].setdefault(name, {})[lang] = {
                 "pages": n_pages, "paragraphs": len(lines) - n_before,
-                "tokens": sum(len(x.split()) for x in lines[n_before:])}
+                "tokens": sum(len(x.split()) for x in lines[n_before:]),
+                "dropped_other_language": foreign}
         if not lines:
             raise SystemExit(f"no text found in {', '.join(sources)} for {lang}")
         write_lines(d / f"extra.{lang}.tok", lines)

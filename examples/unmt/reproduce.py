@@ -396,8 +396,9 @@ def add_args(sub):
     p.add_argument("--force", action="store_true", help="retrain rows already done")
     p.add_argument("--skip-data", action="store_true", help="use the data and embeddings already in --work")
     p.add_argument("--extra-text", action="store_true",
-                   help="add LibreOffice help text (disjoint halves) to the embeddings' training text "
-                        "(`unmt.py extra-text` with its default --sources; needs the Debian packages or apt-get)")
+                   help="add translated manuals' text (LibreOffice help, GIMP manual, Debian Handbook and "
+                        "Reference; disjoint halves) to the embeddings' training text "
+                        "(`unmt.py extra-text`; needs the Debian packages or apt-get)")
     p.add_argument("--train-args", default=None, metavar="FLAGS",
                    help="extra `train` flags for every row, e.g. \"--max-time 60 --impl torch\"")
     p.add_argument("--threads", type=int, default=None,

@@ -174,7 +174,7 @@ def _help_pages(root, n=24):
             body = "".join(f'<p id="par_id{i}{k}" class="paragraph">x{lang}p{i} wort{k} eins zwei drei</p>'
                            for k in range(4))
             page.write_text(f'<html><head><script>var notText = "x{lang}p{i} script";</script></head>'
-                            f'<body><h1 id="hd_id{i}">x{lang}p{i} the heading here</h1>{body}'
+                            f'<body><h1 id="hd_id{i}">x{lang}p{i} heading here now</h1>{body}'
                             f'<p id="par_short{i}">too short</p><p>x{lang}p{i} no id, not help text</p>'
                             f'</body></html>', encoding="utf-8")
 
@@ -247,11 +247,12 @@ def _manual_pages(root, lang, code, name, n):
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(
             f'<html><body><div class="navheader"><table><tr><th>{i}. Up</th></tr></table></div>'
-            f'<h2 class="title">{name}{lang}p{i} heading of it</h2>'
-            f'<p>{name}{lang}p{i} first paragraph <span>with inline</span> words</p>'
-            f'<ul><li><p>{name}{lang}p{i} item paragraph here</p> and {name}{lang}p{i} tail words</li></ul>'
+            f'<h2 class="title">{name}{lang}p{i} heading words here</h2>'
+            f'<p>{name}{lang}p{i} first paragraph <span>inline span</span> words</p>'
+            f'<ul><li><p>{name}{lang}p{i} item paragraph here</p> then {name}{lang}p{i} tail words</li></ul>'
             f'<pre class="screen">{name}{lang}p{i} $ sudo code here</pre>'
-            f'<p>the same words everywhere</p></body></html>', encoding="utf-8")
+            f'<p>you can see the {name}english{i} text of this page</p>'
+            f'<p>same words everywhere here</p></body></html>', encoding="utf-8")
 
 
 MAN_PAGE = r""".\" a comment line
@@ -277,6 +278,15 @@ $ ls \-la /verbatim/code/here
 .SH "SEE ALSO"
 Full documentation and more words here
 """
+
+
+def test_language_of_paragraphs():
+    import extra_text
+    assert extra_text.language_of("you can crop the image in two ways".split()) == "en"
+    assert extra_text.language_of("die symbolleiste zeigt steuerelemente , mit denen".split()) == "de"
+    assert extra_text.language_of("la loupe effectue un zoom sur l' image".split()) == "fr"
+    assert extra_text.language_of("gimp 2.10 : image".split()) is None          # no function words
+    assert extra_text.language_of("the la".split()) is None                    # a tie
 
 
 def test_man_pages_give_their_running_text():
@@ -307,7 +317,7 @@ def test_extra_text_reads_every_manual_in_disjoint_halves(prepared, tmp_path):
             page = tmp_path / "src" / "man" / f"{sub}man{1 + i % 3}" / f"p{i}.1.gz"
             page.parent.mkdir(parents=True, exist_ok=True)
             with gzip.open(page, "wt", encoding="utf-8") as f:
-                f.write(f".SH DESCRIPTION\nman{lang}p{i} text of a \\fBman\\fP page\n.SH SYNOPSIS\nman{lang}p{i} -x\n")
+                f.write(f".SH DESCRIPTION\nman{lang}p{i} manual \\fBpage\\fP text here\n.SH SYNOPSIS\nman{lang}p{i} -x\n")
     codes["man"] = {}
     dirs = [f"{n}={tmp_path / 'src' / n}" for n in codes]
     args = unmt.build_parser().parse_args(
@@ -320,7 +330,7 @@ def test_extra_text_reads_every_manual_in_disjoint_halves(prepared, tmp_path):
     for lang in ("de", "en"):
         lines = common.read_lines(work / "data" / f"extra.{lang}.tok")
         assert not any("sudo" in s or "up" == s.split()[-1] for s in lines)   # code and navigation
-        assert lines.count("the same words everywhere") == 1                  # once over all manuals
+        assert lines.count("same words everywhere here") == 1                  # once over all manuals
         for name in codes:
             tags = [t for s in lines for t in s.split() if t.startswith(f"{name}{lang}p")]
             seen[name, lang] = {int(t[len(f"{name}{lang}p"):]) for t in tags}
@@ -328,6 +338,13 @@ def test_extra_text_reads_every_manual_in_disjoint_halves(prepared, tmp_path):
             # a man page's description, its synopsis left out
             assert len(tags) == (1 if name == "man" else 4) * len(seen[name, lang])
             assert meta["by_source"][name][lang]["pages"] == len(seen[name, lang])
+            # an untranslated (English) paragraph is not German text: dropped on that side only
+            english = {int(t[len(f"{name}english"):]) for s in lines for t in s.split()
+                       if t.startswith(f"{name}english")}
+            if name != "man":
+                assert english == (seen[name, lang] if lang == "en" else set())
+                assert meta["by_source"][name][lang]["dropped_other_language"] == (
+                    0 if lang == "en" else len(seen[name, lang]))
     for name in codes:
         assert not seen[name, "de"] & seen[name, "en"]                       # no page on both sides
         assert seen[name, "de"] | seen[name, "en"] == set(range(16))
