@@ -10,7 +10,7 @@ differ between languages):
 - `handbook`: The Debian Administrator's Handbook (debian-handbook, all languages in one);
 - `debref`: Debian Reference (debian-reference-<lang>);
 
-these four by default, the best measured (README); also there: `gnome` (gnome-user-docs), `install`
+these four by default (README: the best word-by-word baseline); also there: `gnome` (gnome-user-docs), `install`
 (installation-guide-amd64), `devref` (developers-reference-<lang>) and `man` (manpages-<lang>,
 groff read by `man_paragraphs`).
 
@@ -112,8 +112,9 @@ SOURCES = {
 }
 # Measured (README), identical start, CSLS P@1 src->en / en->src: these four, with paragraphs in
 # another language dropped, 27.4 / 26.5 on fr-en and 22.1 / 23.0 on de-en, against LibreOffice
-# alone's 22.8 / 23.1 and 19.7 / 20.9. Adding gnome, install and devref, or man, did worse on
-# fr-en (before the language filter). Without the filter de-en fell to 11.5 / 13.3.
+# alone's 22.8 / 23.1 and 19.7 / 20.9. Adding gnome, install and devref gave 29.5 / 29.2 and
+# 24.9 / 25.8 but a worse word-by-word baseline (fr->en BLEU 3.66 against 4.82), so the default
+# keeps four; man did worse on fr-en (before the filter). Without the filter de-en fell to 11.5.
 DEFAULT_SOURCES = ("libreoffice", "gimp", "handbook", "debref")
 
 

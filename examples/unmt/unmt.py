@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_args(p)
     p.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
                    help="comma-separated manuals, of: " + ", ".join(SOURCES) + " (default: %(default)s, "
-                   "the best measured); each from its installed Debian package, else apt-get download "
+                   "the best word-by-word baseline; add gnome,install,devref for the best lexicon induction); "
+                   "each from its installed Debian package, else apt-get download "
                    "into <work>/cache")
     p.add_argument("--source-dir", action="append", default=[], metavar="NAME=DIR",
                    help="read manual NAME from DIR laid out like the package's folder "
