@@ -9,10 +9,15 @@ differ between languages):
 - `gimp`: the GIMP user manual (gimp-help-<lang>);
 - `handbook`: The Debian Administrator's Handbook (debian-handbook, all languages in one);
 - `debref`: Debian Reference (debian-reference-<lang>);
+- `gnome`: GNOME's help (gnome-user-docs, Mallard pages);
+- `install`: the Debian installation guide (installation-guide-amd64);
+- `devref`: the Debian Developer's Reference (developers-reference-<lang>);
+- `lilypond`: the LilyPond manuals (lilypond-doc-html-<lang>; English untagged beside x.de.html);
+- `kicad`: the KiCad manuals (kicad-doc-<lang>);
 
-these four by default (README: the best word-by-word baseline); also there: `gnome` (gnome-user-docs), `install`
-(installation-guide-amd64), `devref` (developers-reference-<lang>) and `man` (manpages-<lang>,
-groff read by `man_paragraphs`).
+all nine by default (DEFAULT_SOURCES: the best lexicon induction on both pairs); also there:
+`man` (manpages-<lang>, groff read by `man_paragraphs`; the English pages are not the ones the
+others translate).
 
 Translations leave some pages or paragraphs untranslated (about a quarter of the German GIMP
 manual's text, a third of the French Handbook's, is English): a paragraph whose function words
@@ -57,7 +62,9 @@ class Source:
     base: str                           # the manual's folder inside the package, from /
     sub: str                            # a language's pages under base ({code} filled in)
     codes: dict                         # language -> code in package and folder names
-    pattern: str = "**/*.html"          # pages under the folder ({code} filled in)
+    pattern: str = "**/*.html"          # pages under the folder ({code} filled in; ".{code}" left
+                                        # out for a language without a code: x.html, x.de.html)
+    exclude: str = ""                   # regex: language-free page names not read (duplicates, code)
     numbered: bool = False              # only blocks whose id starts par_/hd_ (LibreOffice)
     system: bool = True                 # read the installed package's folder when it is there
     packages_by_lang: dict | None = None  # language -> package(s), where not package's pattern
@@ -79,11 +86,19 @@ class Source:
         """{language-free page name: page} under the language's folder root."""
         code = self.codes[lang]
         tag = f".{code}.html"
+        pattern = self.pattern if code else self.pattern.replace(".{code}", "")
         out = {}
-        for p in root.glob(self.pattern.format(code=code)):
+        for p in root.glob(pattern.format(code=code)):
             rel = p.relative_to(root).as_posix()
-            out[rel[: -len(tag)] + ".html" if rel.endswith(tag) else rel] = p
+            if not code and _TAGGED.search(rel):
+                continue                # another language's page beside the untagged ones
+            name = rel[: -len(tag)] + ".html" if rel.endswith(tag) else rel
+            if not (self.exclude and re.search(self.exclude, name)):
+                out[name] = p
         return out
+
+
+_TAGGED = re.compile(r"\.[a-z]{2}(_[A-Za-z]{2})?\.html$")
 
 
 SOURCES = {
@@ -104,18 +119,26 @@ SOURCES = {
     "devref": Source("Debian Developer's Reference", "developers-reference-{code}",
                      "usr/share/developers-reference", "{code}", {"en": "", "de": "de", "fr": "fr"},
                      pattern="*.html", packages_by_lang={"en": "developers-reference"}),
+    # Texinfo manuals, English untagged (x.html) beside x.de.html, x.fr.html. Left out: the
+    # one-page copies of the split manuals, and the untranslated, generated or code-only ones.
+    "lilypond": Source("LilyPond manuals", "lilypond-doc-html-{code}", "usr/share/doc/lilypond/html/Documentation",
+                       "", {"en": "", "de": "de", "fr": "fr"}, pattern="*/*.{code}.html",
+                       exclude=r"big-page|^(internals|contributor|music-glossary|snippets|changes)/",
+                       packages_by_lang={"en": "lilypond-doc-html"}),
+    "kicad": Source("KiCad manuals", "kicad-doc-{code}", "usr/share/doc/kicad/help", "{code}",
+                    {"en": "en", "de": "de", "fr": "fr"}, pattern="*.html"),
     # English pages are the Linux man-pages project's; the others, translations of many
     # programs' pages. The installed /usr/share/man holds whatever the machine has: not read.
     "man": Source("manual pages", "manpages-{code}", "usr/share/man", "{code}",
                   {"en": "", "de": "de", "fr": "fr"}, pattern="man[0-9]*/*.gz", system=False,
                   packages_by_lang={"en": "manpages manpages-dev"}),
 }
-# Measured (README), identical start, CSLS P@1 src->en / en->src: these four, with paragraphs in
-# another language dropped, 27.4 / 26.5 on fr-en and 22.1 / 23.0 on de-en, against LibreOffice
-# alone's 22.8 / 23.1 and 19.7 / 20.9. Adding gnome, install and devref gave 29.5 / 29.2 and
-# 24.9 / 25.8 but a worse word-by-word baseline (fr->en BLEU 3.66 against 4.82), so the default
-# keeps four; man did worse on fr-en (before the filter). Without the filter de-en fell to 11.5.
-DEFAULT_SOURCES = ("libreoffice", "gimp", "handbook", "debref")
+# Measured (README), identical start, CSLS P@1 src->en / en->src, paragraphs in another language
+# dropped: the first four 27.4 / 26.5 on fr-en and 22.1 / 23.0 on de-en (LibreOffice alone: 22.8 /
+# 23.1 and 19.7 / 20.9); the first seven 29.5 / 29.2 and 24.9 / 25.8; all nine 29.9 / 29.1 and
+# 25.5 / 26.4. Word-by-word BLEU src->en: four 4.82 (fr) and 2.36 (de), nine 4.16 and 2.45.
+# man did worse on fr-en (before the filter). Without the filter de-en fell to 11.5.
+DEFAULT_SOURCES = ("libreoffice", "gimp", "handbook", "debref", "gnome", "install", "devref", "lilypond", "kicad")
 
 
 class _Paragraphs(html.parser.HTMLParser):

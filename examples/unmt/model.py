@@ -71,6 +71,12 @@ class FrozenEmbedding(nn.Module):
         else:
             self.weight = nn.Parameter(w)
 
+    def full_weight(self):
+        """The [V,E] table (special rows included), as fastrnn.TokenEmbedding.full_weight."""
+        if not self.freeze:
+            return self.weight
+        return torch.cat([self.special, self.fixed[self.num_special:]], 0)
+
     def forward(self, ids):
         if not self.freeze:
             return F.embedding(ids, self.weight)

@@ -126,14 +126,23 @@ class Vocab:
     words: List[str]
     offset: int = 0                      # joint id = local id + offset for local ids >= 4
     bpe_model: Optional[str] = None
+    # The decoder writes only the first n_out words (the most frequent); the encoder reads all of
+    # `words` (its table is fixed, so a longer list costs nothing per step). None: all of them.
+    n_out: Optional[int] = None
     index: Dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.index = {w: i + NUM_SPECIAL for i, w in enumerate(self.words)}
+        self.n_out = len(self.words) if self.n_out is None else min(self.n_out, len(self.words))
         self._sp = None
 
     def __len__(self):
-        return NUM_SPECIAL + len(self.words)
+        """The decoder's vocabulary size (specials + the words it can write)."""
+        return NUM_SPECIAL + self.n_out
+
+    def as_target(self, ids: torch.Tensor) -> torch.Tensor:
+        """Local ids read by the encoder -> ids the decoder can write (rarer words -> <unk>)."""
+        return torch.where(ids >= len(self), torch.full_like(ids, UNK), ids)
 
     @property
     def sp(self):
@@ -152,9 +161,10 @@ class Vocab:
         return [self.index.get(u, UNK) for u in self.units(tokens)]
 
     def decode(self, ids: Sequence[int], src_tokens: Optional[Sequence[str]] = None,
-               attn: Optional[torch.Tensor] = None) -> List[str]:
+               attn: Optional[torch.Tensor] = None, unk_words: Optional[Dict[str, str]] = None) -> List[str]:
         """Local ids -> word tokens. An <unk> becomes the source word it attends to most (when
-        attention is given), else is dropped: copying is the right guess for names."""
+        attention is given), or that word's entry in `unk_words` (its translation), else is
+        dropped: copying is the right guess for names."""
         out = []
         for j, i in enumerate(ids):
             i = int(i)
@@ -162,8 +172,8 @@ class Vocab:
                 continue
             if i == UNK:
                 if attn is not None and src_tokens:
-                    s = int(attn[j, :len(src_tokens)].argmax())
-                    out.append(src_tokens[s])
+                    w = src_tokens[int(attn[j, :len(src_tokens)].argmax())]
+                    out.append(unk_words.get(w, w) if unk_words else w)
                 continue
             out.append(self.words[i - NUM_SPECIAL])
         if self.sp is not None:
@@ -175,11 +185,40 @@ class Vocab:
 
     def state(self):
         return {"lang": self.lang, "words": self.words, "offset": self.offset,
-                "bpe_model": self.bpe_model}
+                "bpe_model": self.bpe_model, "n_out": self.n_out}
 
     @classmethod
     def from_state(cls, s):
-        return cls(s["lang"], s["words"], s["offset"], s.get("bpe_model"))
+        return cls(s["lang"], s["words"], s["offset"], s.get("bpe_model"), s.get("n_out"))
+
+
+class SharedSpace:
+    """Nearest words across languages in the encoder's joint table, by CSLS (Conneau et al. 2018),
+    the rule of the word-by-word baseline. Hubness penalties are computed once per direction."""
+
+    def __init__(self, joint: torch.Tensor, vocabs: Dict[str, "Vocab"], csls_k: int = 10):
+        self.vocabs, self.csls_k = vocabs, csls_k
+        self.rows = {lang: torch.nn.functional.normalize(
+            joint[NUM_SPECIAL + v.offset:NUM_SPECIAL + v.offset + len(v.words)].detach().float().cpu(), dim=1)
+            for lang, v in vocabs.items()}
+        self._penalty: Dict[tuple, torch.Tensor] = {}
+
+    def nearest(self, src: str, tgt: str, local_ids: torch.Tensor) -> torch.Tensor:
+        """Local ids (>= NUM_SPECIAL) of `src` words -> local ids of their nearest `tgt` words."""
+        from mapping import knn_mean
+        x, z = self.rows[src], self.rows[tgt]
+        if (src, tgt) not in self._penalty:
+            self._penalty[(src, tgt)] = knn_mean(z, x, self.csls_k)   # r_X(z); r_Z(x) is constant per query
+        out = torch.empty(len(local_ids), dtype=torch.long)
+        for i in range(0, len(local_ids), 4096):
+            q = x[local_ids[i:i + 4096] - NUM_SPECIAL]
+            out[i:i + 4096] = (2 * q @ z.T - self._penalty[(src, tgt)][None]).argmax(1) + NUM_SPECIAL
+        return out
+
+    def word_by_word(self, src: str, tgt: str) -> torch.Tensor:
+        """[len(src words) + NUM_SPECIAL] table: each src local id -> its translation's local id."""
+        n = NUM_SPECIAL + len(self.vocabs[src].words)
+        return torch.cat([torch.arange(NUM_SPECIAL), self.nearest(src, tgt, torch.arange(NUM_SPECIAL, n))])
 
 
 def bpe_embeddings(sp_path: str, words: List[str], vectors: torch.Tensor, corpus: List[List[str]],
@@ -210,13 +249,17 @@ def bpe_embeddings(sp_path: str, words: List[str], vectors: torch.Tensor, corpus
     return order, out
 
 
-def build_vocabs(work: str, src: str, tgt: str, max_vocab: int, bpe: bool = False):
-    """Both languages' vocabularies and the joint encoder table [4 + V_src + V_tgt, E]."""
+def build_vocabs(work: str, src: str, tgt: str, max_vocab: int, bpe: bool = False, max_src_vocab: int = 0):
+    """Both languages' vocabularies, the joint encoder table [4 + V_src + V_tgt, E] and each
+    language's decoder table [4 + V_out, E]. The decoders write the max_vocab most frequent units
+    of their language; the encoder reads max_src_vocab of them (0: as many as the decoders; -1:
+    every mapped word), so rarer source words keep their cross-lingual vector."""
     vocabs, mats = [], []
     offset = 0
+    n_in = max_vocab if max_src_vocab == 0 else (None if max_src_vocab < 0 else max(max_src_vocab, max_vocab))
     for lang in (src, tgt):
         words, vectors = load_mapped(os.path.join(work, "emb", f"mapped.{lang}.pt"))
-        words, vectors = words[:max_vocab], vectors[:max_vocab]
+        words, vectors = words[:n_in], vectors[:n_in]
         bpe_model = None
         if bpe:
             bpe_model = os.path.join(work, "data", "bpe.model")
@@ -224,13 +267,13 @@ def build_vocabs(work: str, src: str, tgt: str, max_vocab: int, bpe: bool = Fals
                 raise FileNotFoundError(f"{bpe_model} not found: `unmt.py prepare` writes it")
             corpus = [line.split() for line in read_lines(os.path.join(work, "data", f"mono.{lang}.tok"))]
             words, vectors = bpe_embeddings(bpe_model, words, vectors, corpus)
-            words, vectors = words[:max_vocab], vectors[:max_vocab]
-        vocabs.append(Vocab(lang, words, offset, bpe_model))
+            words, vectors = words[:n_in], vectors[:n_in]
+        vocabs.append(Vocab(lang, words, offset, bpe_model, n_out=max_vocab))
         mats.append(vectors)
         offset += len(words)
     dim = mats[0].shape[1]
     joint = torch.cat([torch.zeros(NUM_SPECIAL, dim)] + mats)
-    return vocabs, joint, [torch.cat([torch.zeros(NUM_SPECIAL, dim), m]) for m in mats]
+    return vocabs, joint, [torch.cat([torch.zeros(NUM_SPECIAL, dim), m[:v.n_out]]) for m, v in zip(mats, vocabs)]
 
 
 # ----------------------------------------------------------------------------- noise and batches

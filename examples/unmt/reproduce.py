@@ -48,6 +48,13 @@ ABLATION = ["none", "dot", "general", "low_rank", "additive"]
 # demo's model still emitted "and the the the" after 10 minutes (0.03 BLEU); tied, its dev BLEU
 # passes the word-by-word baseline within 5 minutes. `full` keeps the paper's free output layer.
 SHORT_RUN = ["--tie-output", "--embed-rms", "1"]
+# Also for minutes of training: the encoder reads every mapped word (only the decoders' output
+# layers are cut to --max-vocab), and the rows that back-translate do it word by word (part 1's
+# baseline) for their first 150 steps before the model takes over (Lample et al. 2018's start).
+# fr-en, cpu sizes, 602 steps each (README): test BLEU fr->en 3.66 without either, 4.17 with the
+# encoder's full vocabulary, 5.00 with the word-by-word start.
+SHORT_RUN += ["--max-src-vocab", "-1"]
+BT_INIT = ["--bt-init-steps", "150"]
 IDENTICAL_START = ["--init", "identical", "--patience", "2", "--early-cutoff", "4000"]
 
 PRESETS = {
@@ -55,6 +62,7 @@ PRESETS = {
              "train": ["--layers", "1", "--hidden", "256", "--batch-size", "32", "--max-vocab", "6000",
                        "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "900",
                        "--eval-every", "150", "--save-every", "50", "--dev-sents", "150", *SHORT_RUN],
+             "bt_init": BT_INIT,
              # The embedding step's weak supervision is the identical strings (names, numbers),
              # as the paper's own mapping used numerals: the fully unsupervised start is slower
              # and did not converge for de-en on this data (README).
@@ -65,6 +73,7 @@ PRESETS = {
                       "--max-len", "30", "--lr", "0.001", "--steps", "100000", "--max-time", "420",
                       "--eval-every", "150", "--save-every", "50", "--log-every", "5", "--dev-sents", "150",
                       *SHORT_RUN],
+            "bt_init": BT_INIT,
             # seconds of training per row: the unsupervised and semi-supervised rows get the most
             # (back-translation decodes a batch per step), the supervised ones learn fast; with the
             # evaluations, about 78 minutes a pair on 1 thread (2h36m for both, RESULTS.md). BPE's
@@ -341,7 +350,7 @@ def cmd_reproduce(args) -> int:
             part1("embed", "--pair", pair, "--work", work, *preset.get("embed", []))
         scores = results["scores"].setdefault(pair, {})
         for key, label, flags in ROWS:
-            if key not in preset["rows"]:
+            if key not in preset["rows"] or (args.rows and key not in args.rows):
                 continue
             if flags is None:
                 tests = {}
@@ -354,15 +363,17 @@ def cmd_reproduce(args) -> int:
             model_dir = os.path.join(root, pair, key)
             print(f"== {pair} {label}", flush=True)
             budget = preset.get("row_time", {}).get(key)
-            scores[key] = train_row(pair, work, model_dir, flags + (["--max-time", str(budget)] if budget else []),
-                                    preset, args.force)
+            row_flags = flags + (["--max-time", str(budget)] if budget else [])
+            if not {"--no-backtranslation", "--bpe", "--supervised"} & set(flags):
+                row_flags += preset.get("bt_init", [])      # word-by-word back-translation needs words
+            scores[key] = train_row(pair, work, model_dir, row_flags, preset, args.force)
             runs[f"{pair} {key}"] = model_dir
             sig = next(iter(scores[key]["test"].values())).get("bleu_signature")
             results["signature"] = sig or results.get("signature")
         for att in preset["ablation"]:
             model_dir = os.path.join(root, pair, "backtrans" if att == "general" else f"att-{att}")
             scores[f"att-{att}"] = train_row(pair, work, model_dir, ["--attention", att], preset, args.force)
-        if pair == preset["pairs"][0] and "backtrans" in preset["rows"]:
+        if pair == preset["pairs"][0] and "backtrans" in preset["rows"] and (not args.rows or "backtrans" in args.rows):
             results["examples"] = examples(os.path.join(root, pair, "backtrans"), work, src, tgt,
                                            preset["examples"], os.path.join(root, "attention.png"))
             if preset.get("speed_steps") and not args.no_speed:
@@ -393,11 +404,14 @@ def add_args(sub):
     p.add_argument("--pairs", nargs="+", default=None, metavar="PAIR",
                    help="only these of the preset's pairs (the table leaves the others' columns empty; a "
                         "later run of the whole preset reuses the rows done)")
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW", choices=[r[0] for r in ROWS],
+                   help="only these of the preset's rows (" + ", ".join(r[0] for r in ROWS) + "); a later "
+                        "run reuses them")
     p.add_argument("--force", action="store_true", help="retrain rows already done")
     p.add_argument("--skip-data", action="store_true", help="use the data and embeddings already in --work")
     p.add_argument("--extra-text", action="store_true",
-                   help="add translated manuals' text (LibreOffice help, GIMP manual, Debian Handbook and "
-                        "Reference; disjoint halves) to the embeddings' training text "
+                   help="add translated manuals' text (`extra-text`'s default sources: nine manuals Debian ships "
+                        "in en, de and fr; disjoint halves) to the embeddings' training text "
                         "(`unmt.py extra-text`; needs the Debian packages or apt-get)")
     p.add_argument("--train-args", default=None, metavar="FLAGS",
                    help="extra `train` flags for every row, e.g. \"--max-time 60 --impl torch\"")

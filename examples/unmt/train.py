@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import torch
 
 from model import IMPLS, UNMT, ModelConfig
-from nmt_utils import (default_work, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
+from nmt_utils import (default_work, SharedSpace, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
                        rng_state, set_rng_state, write_json)
 
 
@@ -47,7 +47,8 @@ class TrainConfig:
     lr: float = 2e-4                # the paper: Adam, 0.0002
     clip: float = 5.0
     max_len: int = 50               # longest training sentence in units
-    max_vocab: int = 50000
+    max_vocab: int = 50000          # words each decoder writes
+    max_src_vocab: int = 0          # words the encoder reads: 0 = max_vocab, -1 = every mapped word
     seed: int = 1
     backtranslation: bool = True
     bpe: bool = False
@@ -59,6 +60,10 @@ class TrainConfig:
     dev_sents: int = 300            # dev sentences translated for the periodic BLEU
     bt_max_len_a: float = 1.2
     bt_max_len_b: int = 5
+    # Back-translate with the word-by-word model (each word's CSLS nearest neighbour in the shared
+    # space, part 1's baseline) for the first N steps, as Lample et al. 2018 start; 0: the model
+    # back-translates from the first step, as in Artetxe et al. 2017.
+    bt_init_steps: int = 0
     # Scale the fixed cross-lingual tables so that a coordinate's RMS is this (0: as mapped, rows
     # of norm ~0.8, coordinates ~0.05). A uniform scale keeps the shared space's geometry; at
     # 1.0 the inputs have the magnitude of a fresh nn.Embedding and tied logits can be sharp.
@@ -89,6 +94,8 @@ def variant_name(cfg: TrainConfig) -> str:
     name = "backtrans" if cfg.backtranslation else "denoise"
     if cfg.bpe:
         name += "-bpe"
+    if cfg.backtranslation and cfg.bt_init_steps:
+        name += f"-wbw{cfg.bt_init_steps}"
     if cfg.parallel:
         name += f"-para{n}"
     if cfg.model.get("attention", "general") != "general":
@@ -202,10 +209,13 @@ class Trainer:
         self.cfg, self.log = cfg, log
         if cfg.impl not in IMPLS:
             raise ValueError(f"--impl must be one of {IMPLS}, got {cfg.impl!r}")
+        if cfg.bt_init_steps < 0 or (cfg.bt_init_steps and cfg.bpe):
+            raise ValueError(f"--bt-init-steps must be >= 0 and needs word units (not --bpe), got "
+                             f"{cfg.bt_init_steps}{' with --bpe' if cfg.bpe else ''}")
         self.dist = Dist(cfg.device)
         self.device = self.dist.device
         src, tgt = cfg.langs
-        vocab_list, joint, lang_embs = build_vocabs(cfg.work, src, tgt, cfg.max_vocab, cfg.bpe)
+        vocab_list, joint, lang_embs = build_vocabs(cfg.work, src, tgt, cfg.max_vocab, cfg.bpe, cfg.max_src_vocab)
         if cfg.embed_rms > 0:
             scale = cfg.embed_rms / float(joint.pow(2).mean().sqrt())
             joint, lang_embs = joint * scale, [e * scale for e in lang_embs]
@@ -237,6 +247,7 @@ class Trainer:
         self.train_time = 0.0
         self.tokens = 0
         self.window: Dict[str, float] = {}      # loss sums since the last history row
+        self.word_by_word: Optional[dict] = None   # (a, b) -> local id table, for --bt-init-steps
 
     # -- objectives
 
@@ -249,13 +260,19 @@ class Trainer:
                      [self.para[i][1 if a == self.cfg.langs[0] else 0] for i in idx]
             x, xl = pad_batch(xs)
             y, yl = pad_batch(ys)
-            return va.to_joint(x), xl, b, y, yl
+            return va.to_joint(x), xl, b, vb.as_target(y), yl
         sents = [self.mono[a][i] for i in idx]
         y, yl = pad_batch(sents)
         if kind == "denoise":
             x, xl = pad_batch([add_noise(s, self.noise) for s in sents])
-            return va.to_joint(x), xl, a, y, yl
+            return va.to_joint(x), xl, a, va.as_target(y), yl
         # back-translation: a -> b with the current model in inference mode, then b -> a
+        if self.step < self.cfg.bt_init_steps:
+            if self.word_by_word is None:
+                space = SharedSpace(self.model.encoder.embed.full_weight(), self.vocabs)
+                self.word_by_word = {(s, t): space.word_by_word(s, t) for s, t in (self.cfg.langs, self.cfg.langs[::-1])}
+            x, xl = pad_batch([self.word_by_word[(a, b)][torch.tensor(s)].tolist() for s in sents])
+            return vb.to_joint(x), xl, a, va.as_target(y), yl
         self.model.eval()
         with torch.no_grad():
             res = self.model.translate(va.to_joint(y).to(self.device), yl.to(self.device), b,
@@ -264,7 +281,7 @@ class Trainer:
         toks, lens = res.tokens.cpu(), res.lengths.cpu()
         synth = [toks[i, :int(lens[i])].tolist() or [3] for i in range(len(sents))]   # empty -> <unk>
         x, xl = pad_batch(synth)
-        return vb.to_joint(x), xl, a, y, yl
+        return vb.to_joint(x), xl, a, va.as_target(y), yl
 
     def train_step(self, kind, a, b) -> float:
         x, xl, lang, y, yl = self._batch(kind, a, b)
@@ -418,10 +435,10 @@ def config_from_args(args) -> TrainConfig:
     parallel = -1 if str(args.parallel or args.supervised or "0") == "all" else int(args.parallel or args.supervised or 0)
     cfg = TrainConfig(pair=pair, work=work, impl=args.impl, backend=args.backend, device=args.device, steps=args.steps,
                       max_time=args.max_time, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
-                      max_len=args.max_len, max_vocab=args.max_vocab, seed=args.seed,
+                      max_len=args.max_len, max_vocab=args.max_vocab, max_src_vocab=args.max_src_vocab, seed=args.seed,
                       backtranslation=not args.no_backtranslation, bpe=args.bpe, parallel=parallel,
                       supervised=bool(args.supervised), eval_every=args.eval_every, save_every=args.save_every,
-                      log_every=args.log_every, embed_rms=args.embed_rms,
+                      log_every=args.log_every, embed_rms=args.embed_rms, bt_init_steps=args.bt_init_steps,
                       dev_sents=args.dev_sents,
                       model={"cell": args.cell, "layers": args.layers, "hidden": args.hidden,
                              "attention": args.attention, "input_feeding": not args.no_input_feeding,
@@ -485,7 +502,11 @@ def add_args(sub):
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--max-len", type=int, default=50)
-    p.add_argument("--max-vocab", type=int, default=50000)
+    p.add_argument("--max-vocab", type=int, default=50000, help="words each decoder writes (the most frequent)")
+    p.add_argument("--max-src-vocab", type=int, default=0,
+                   help="words the encoder reads, >= --max-vocab (0: as many as --max-vocab; -1: every "
+                        "mapped word); rarer source words keep their fixed cross-lingual vectors "
+                        "instead of becoming <unk>")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads per process (0: torch's default). On a shared machine 1 is often fastest: "
@@ -498,6 +519,10 @@ def add_args(sub):
     v = p.add_argument_group("variants (the rows of the paper's table)")
     v.add_argument("--no-backtranslation", action="store_true", help="denoising only")
     v.add_argument("--bpe", action="store_true", help="BPE units instead of words")
+    v.add_argument("--bt-init-steps", type=int, default=0, metavar="N",
+                   help="back-translate with the word-by-word model (part 1's baseline: CSLS nearest "
+                        "neighbours in the shared space) for the first N steps, then with the model being "
+                        "trained (Lample et al. 2018's start; 0: Artetxe et al. 2017's, the default)")
     v.add_argument("--parallel", default=None, metavar="N|all",
                    help="semi-supervised: N parallel pairs as a third objective")
     v.add_argument("--supervised", default=None, metavar="N|all", help="supervised on N parallel pairs only")

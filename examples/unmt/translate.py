@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from model import UNMT, ModelConfig
-from nmt_utils import NUM_SPECIAL, Vocab, bucket_by_length, detokenize, pad_batch, read_lines, tokenize, write_json
+from nmt_utils import NUM_SPECIAL, UNK, SharedSpace, Vocab, bucket_by_length, detokenize, pad_batch, read_lines, tokenize, write_json
 
 
 def model_path(model_dir: str) -> str:
@@ -37,11 +37,40 @@ def load_model(model_dir: str, impl: Optional[str] = None, device="cpu", backend
     return model, vocabs, obj
 
 
+UNK_MODES = ("translate", "copy")
+
+
+def unk_translations(model: UNMT, vocabs, src: str, tgt: str, words: Sequence[str], csls_k: int = 10) -> Dict[str, str]:
+    """What an <unk> output becomes when it attends most to each of `words` (source units).
+
+    A word the target vocabulary also has (a name, a number) is copied; any other word the encoder
+    has a vector for becomes its nearest target word in the shared space by CSLS (the word-by-word
+    baseline's rule, over every target word the encoder reads); a word without a vector is copied.
+    The hubness penalties are computed once per model and direction, and translations are cached."""
+    vs, vt = vocabs[src], vocabs[tgt]
+    # the cache holds while the encoder's table is fixed (it is, unless --train-embeddings)
+    cache = model.__dict__.setdefault("_unk_cache", {}) if model.cfg.freeze_embeddings else {}
+    table = cache.setdefault((src, tgt), {})
+    todo = sorted({w for w in words if w not in table})
+    query = [w for w in todo if w in vs.index and w not in vt.index] if vs.sp is None and vt.sp is None else []
+    table.update((w, w) for w in todo)
+    if query:
+        if "space" not in cache:
+            cache["space"] = SharedSpace(model.encoder.embed.full_weight(), vocabs, csls_k)
+        best = cache["space"].nearest(src, tgt, torch.tensor([vs.index[w] for w in query]))
+        table.update((w, vt.words[j - NUM_SPECIAL]) for w, j in zip(query, best.tolist()))
+    return table
+
+
 def translate_tokens(model: UNMT, vocabs, src: str, tgt: str, sents: Sequence[Sequence[str]], beam: int = 1,
-                     batch_tokens: int = 2000, max_len: int = 200, attention_out: Optional[list] = None) -> List[List[str]]:
+                     batch_tokens: int = 2000, max_len: int = 200, attention_out: Optional[list] = None,
+                     unk: str = "translate") -> List[List[str]]:
     """Tokenized source sentences -> tokenized translations, in input order. Empty inputs give
-    empty outputs without touching the model; unknown words become <unk> on the way in and are
-    copied back from the source (the most attended source word) on the way out."""
+    empty outputs without touching the model. Words outside the encoder's vocabulary become <unk>
+    on the way in; an <unk> on the way out becomes the source word it attends to most, translated
+    by `unk_translations` (unk="translate") or as it is (unk="copy")."""
+    if unk not in UNK_MODES:
+        raise ValueError(f"unk must be one of {UNK_MODES}, got {unk!r}")
     vs, vt = vocabs[src], vocabs[tgt]
     units = [vs.units(s)[:max_len] for s in sents]
     ids = [vs.encode(s)[:max_len] if s else [] for s in sents]
@@ -58,10 +87,17 @@ def translate_tokens(model: UNMT, vocabs, src: str, tgt: str, sents: Sequence[Se
             x, lengths = pad_batch([ids[i] for i in rows])
             x = vs.to_joint(x).to(device)
             res = model.translate(x, lengths.to(device), tgt, beam=beam)
+            table = None
+            if unk == "translate":
+                hit = (res.tokens == UNK).cpu()
+                words = [units[i][int(res.attention[r, t, :len(units[i])].argmax())]
+                         for r, i in enumerate(rows) for t in hit[r].nonzero().flatten().tolist()
+                         if t < int(res.lengths[r])]
+                table = unk_translations(model, vocabs, src, tgt, words) if words else None
             for r, i in enumerate(rows):
                 n = int(res.lengths[r])
                 att = res.attention[r, :n].float().cpu()
-                out[i] = vt.decode(res.tokens[r, :n].tolist(), units[i], att)
+                out[i] = vt.decode(res.tokens[r, :n].tolist(), units[i], att, table)
                 if attention_out is not None:
                     attention_out[i] = (units[i], vt.units(out[i]) if vt.sp is None else
                                         [vt.words[t - NUM_SPECIAL] if t >= NUM_SPECIAL else "<unk>"
@@ -89,16 +125,16 @@ def score(hyps: Sequence[str], refs: Sequence[str]) -> dict:
 
 
 def evaluate_split(model, vocabs, work: str, src: str, tgt: str, split: str = "test", beam: int = 1,
-                   limit: Optional[int] = None) -> dict:
+                   limit: Optional[int] = None, unk: str = "translate") -> dict:
     """Translate <work>/data/<split>.<src>.tok and score against <split>.<tgt>.raw."""
     data = os.path.join(work, "data")
     srcs = [line.split() for line in read_lines(os.path.join(data, f"{split}.{src}.tok"))]
     refs = read_lines(os.path.join(data, f"{split}.{tgt}.raw"))
     if limit:
         srcs, refs = srcs[:limit], refs[:limit]
-    hyps = [detokenize(h, tgt) if h else "" for h in translate_tokens(model, vocabs, src, tgt, srcs, beam=beam)]
+    hyps = [detokenize(h, tgt) if h else "" for h in translate_tokens(model, vocabs, src, tgt, srcs, beam=beam, unk=unk)]
     res = score(hyps, refs)
-    res.update({"src": src, "tgt": tgt, "split": split, "sentences": len(refs), "beam": beam})
+    res.update({"src": src, "tgt": tgt, "split": split, "sentences": len(refs), "beam": beam, "unk": unk})
     return res, hyps
 
 
@@ -110,7 +146,7 @@ def cmd_translate(args) -> int:
         if lang not in vocabs:
             raise SystemExit(f"--src/--tgt must be among the model's languages {sorted(vocabs)}, got {lang!r}")
     lines = [line.rstrip("\n") for line in sys.stdin]
-    for hyp in translate_raw(model, vocabs, args.src, args.tgt, lines, beam=args.beam):
+    for hyp in translate_raw(model, vocabs, args.src, args.tgt, lines, beam=args.beam, unk=args.unk):
         sys.stdout.write(hyp + "\n")
     sys.stdout.flush()
     return 0
@@ -125,7 +161,7 @@ def cmd_evaluate(args) -> int:
         work = args.work or obj["train_config"]["work"]
         langs = list(vocabs)
         for src, tgt in ((langs[0], langs[1]), (langs[1], langs[0])):
-            res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam)
+            res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam, unk=args.unk)
             res["model"] = model_dir
             results.append(res)
             print(f"{src}->{tgt} {args.split}: BLEU {res['bleu']:.2f}  chrF {res['chrf']:.2f}  ({model_dir})")
@@ -136,12 +172,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _add_unk_arg(p):
+    p.add_argument("--unk", choices=UNK_MODES, default="translate",
+                   help="an <unk> output becomes the most attended source word's nearest target word in the "
+                        "shared space (translate; names are copied) or that source word itself (copy)")
+
+
 def add_args(sub):
     p = sub.add_parser("translate", help="translate raw sentences from stdin (one per line) to stdout")
     p.add_argument("--model", required=True, help="model directory written by `train`")
     p.add_argument("--src", required=True)
     p.add_argument("--tgt", required=True)
     p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    _add_unk_arg(p)
     p.add_argument("--impl", choices=("fastrnn", "torch"), default=None, help="default: as trained")
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default=None, help="fastrnn backend (default: fastrnn picks)")
@@ -152,6 +195,7 @@ def add_args(sub):
     p.add_argument("--work", default=None, help="data directory (default: the one each model was trained on)")
     p.add_argument("--split", default="test", choices=("test", "dev"))
     p.add_argument("--beam", type=int, default=1)
+    _add_unk_arg(p)
     p.add_argument("--impl", choices=("fastrnn", "torch"), default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default=None, help="fastrnn backend (default: fastrnn picks)")

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_args(p)
     p.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
                    help="comma-separated manuals, of: " + ", ".join(SOURCES) + " (default: %(default)s, "
-                   "the best word-by-word baseline; add gnome,install,devref for the best lexicon induction); "
+                   "the best lexicon induction on both pairs; libreoffice,gimp,handbook,debref gave fr-en's best "
+                   "word-by-word baseline); "
                    "each from its installed Debian package, else apt-get download "
                    "into <work>/cache")
     p.add_argument("--source-dir", action="append", default=[], metavar="NAME=DIR",

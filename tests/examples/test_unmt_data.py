@@ -289,6 +289,29 @@ def test_language_of_paragraphs():
     assert extra_text.language_of("the la".split()) is None                    # a tie
 
 
+def test_untagged_english_pages_beside_translations_and_left_out_pages(tmp_path):
+    """LilyPond's layout: x.html (English) beside x.de.html in one folder; one-page copies and
+    untranslated manuals are not read."""
+    import extra_text
+    s = extra_text.SOURCES["lilypond"]
+    root = tmp_path / s.base
+    for rel in ("learning/tutorial.html", "learning/tutorial.de.html", "learning/tutorial.fr.html",
+                "notation/pitches.html", "notation/pitches.de.html", "learning-big-page.html",
+                "usage/usage-big-page.de.html", "internals/grob.html", "snippets/x.de.html"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("<p>some words here</p>")
+    assert sorted(s.pages(root, "en")) == ["learning/tutorial.html", "notation/pitches.html"]
+    assert sorted(s.pages(root, "de")) == ["learning/tutorial.html", "notation/pitches.html"]
+    assert s.pages(root, "de")["notation/pitches.html"].name == "pitches.de.html"
+    assert sorted(s.pages(root, "fr")) == ["learning/tutorial.html"]
+    assert s.debs("en") == ["lilypond-doc-html"] and s.debs("fr") == ["lilypond-doc-html-fr"]
+    k = extra_text.SOURCES["kicad"]
+    (tmp_path / k.base / "de").mkdir(parents=True)
+    (tmp_path / k.base / "de" / "pcbnew.html").write_text("<div class=\"paragraph\"><p>Die Leiterplatte wird gezeigt.</p></div>")
+    pages = k.pages(k.folder(tmp_path / k.base, "de"), "de")
+    assert k.read(pages["pcbnew.html"]) == ["Die Leiterplatte wird gezeigt."]
+
+
 def test_man_pages_give_their_running_text():
     import extra_text
     assert extra_text.man_paragraphs(MAN_PAGE) == [

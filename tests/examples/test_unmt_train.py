@@ -126,6 +126,79 @@ def test_vocab_round_trip_unknown_words_and_joint_ids(work):
     assert torch.equal(joint[j[0]], lang_embs[1][en.index["e5"]])
     attn = torch.tensor([[0.1, 0.8, 0.1]])
     assert en.decode([U.UNK], ["d1", "Zürich", "d2"], attn) == ["Zürich"]
+    assert en.decode([U.UNK], ["d1", "Zürich", "d2"], attn, {"Zürich": "zurich"}) == ["zurich"]
+
+
+def test_the_encoder_reads_more_words_than_the_decoders_write(work):
+    vocabs, joint, lang_embs = U.build_vocabs(work, "de", "en", max_vocab=10, max_src_vocab=-1)
+    de, en = vocabs
+    # the encoder's table holds every mapped word of both languages, each decoder's its first 10
+    assert joint.shape == (U.NUM_SPECIAL + 2 * NWORDS, DIM)
+    assert [t.shape[0] for t in lang_embs] == [U.NUM_SPECIAL + 10] * 2 and len(de) == len(en) == U.NUM_SPECIAL + 10
+    assert en.offset == NWORDS and torch.equal(lang_embs[1][U.NUM_SPECIAL:], joint[U.NUM_SPECIAL + NWORDS:][:10])
+    ids = torch.tensor(de.encode(["d3", "d25", "zzz"]))
+    assert ids.tolist() == [U.NUM_SPECIAL + 3, U.NUM_SPECIAL + 25, U.UNK]     # d25 keeps its vector
+    assert de.as_target(ids).tolist() == [U.NUM_SPECIAL + 3, U.UNK, U.UNK]   # but cannot be written
+    assert U.Vocab.from_state(de.state()).n_out == 10
+    assert U.Vocab.from_state({k: v for k, v in de.state().items() if k != "n_out"}).n_out == NWORDS  # old models
+    # 0 (the default): the encoder reads as many as the decoders write, as before; N >= max_vocab
+    assert U.build_vocabs(work, "de", "en", max_vocab=10)[1].shape[0] == U.NUM_SPECIAL + 20
+    assert U.build_vocabs(work, "de", "en", max_vocab=10, max_src_vocab=15)[1].shape[0] == U.NUM_SPECIAL + 30
+    assert U.build_vocabs(work, "de", "en", max_vocab=10, max_src_vocab=5)[1].shape[0] == U.NUM_SPECIAL + 20
+
+
+def test_training_with_a_larger_encoder_vocabulary_writes_only_decoder_words(work, tmp_path):
+    d = str(tmp_path / "m")
+    tr = T.Trainer(tiny_config(work, d, "--steps", "2", "--max-vocab", "12", "--max-src-vocab", "-1"), log=lambda *a: None)
+    assert tr.model.encoder.embed.fixed.shape[0] == U.NUM_SPECIAL + 2 * NWORDS
+    for kind, a, b in tr.cfg.objectives():
+        _, _, lang, y, _ = tr._batch(kind, a, b)
+        assert int(y.max()) < len(tr.vocabs[lang])     # targets beyond the decoder's words are <unk>
+    tr.fit(progress=False)
+    model, vocabs, _ = TR.load_model(d)
+    assert {k: (len(v.words), len(v)) for k, v in vocabs.items()} == {"de": (NWORDS, 16), "en": (NWORDS, 16)}
+    out = TR.translate_tokens(model, vocabs, "de", "en", [["d30", "d1"], []])
+    assert len(out) == 2 and out[1] == []
+
+
+def test_word_by_word_back_translation_for_the_first_steps(work, tmp_path):
+    tr = T.Trainer(tiny_config(work, str(tmp_path / "m"), "--steps", "3", "--bt-init-steps", "2"), log=lambda *a: None)
+    assert T.variant_name(tr.cfg) == "backtrans-wbw2"
+    en = tr.vocabs["en"]
+    x, xl, lang, y, yl = tr._batch("backtrans", "de", "en")
+    # the synthetic English source is the German target word by word: d_i -> e_i in this space
+    for i in range(len(yl)):
+        n = int(yl[i])
+        want = [en.to_joint(torch.tensor(en.index["e" + tr.vocabs["de"].words[t - U.NUM_SPECIAL][1:]])).item()
+                for t in y[i, :n].tolist()]
+        assert int(xl[i]) == n and x[i, :n].tolist() == want
+    assert lang == "de"
+    hist = tr.fit(progress=False)
+    assert tr.step == 3 and all(v == v for v in hist[-1].values())
+    tr.step = 2      # from then on the model back-translates: its greedy output, not the table's
+    x2, xl2, _, y2, yl2 = tr._batch("backtrans", "de", "en")
+    table = tr.word_by_word[("de", "en")]
+    assert not all(int(a) == int(b) and x2[i, :int(a)].tolist() == en.to_joint(table[y2[i, :int(b)]]).tolist()
+                   for i, (a, b) in enumerate(zip(xl2, yl2)))
+
+
+def test_unknown_outputs_become_the_csls_translation_of_the_attended_word(work):
+    import mapping
+    vocabs, joint, _ = U.build_vocabs(work, "de", "en", max_vocab=10, max_src_vocab=-1)
+    de, en = vocabs
+    en.index["Zürich"] = len(en)          # a target word spelled like a source one is copied
+    de.index["Zürich"] = U.NUM_SPECIAL
+    cfg = M.ModelConfig(layers=1, hidden=8, attention="general").validate()
+    model = M.UNMT(cfg, ["de", "en"], joint.shape[0], {"de": len(de), "en": len(en)}, DIM, "torch", joint * 3.0)
+    words = ["d12", "d30", "Zürich", "nope"]
+    table = TR.unk_translations(model, {"de": de, "en": en}, "de", "en", words)
+    x, z = joint[U.NUM_SPECIAL:][:NWORDS], joint[U.NUM_SPECIAL + NWORDS:]
+    want = mapping.retrieve(x[[12, 30]], z, topn=1, csls_k=10, x_all=x)[:, 0].tolist()   # brute force
+    assert table == {"d12": en.words[want[0]], "d30": en.words[want[1]], "Zürich": "Zürich", "nope": "nope"}
+    assert want == [12, 30]                     # the synthetic space pairs d_i with e_i
+    assert TR.unk_translations(model, {"de": de, "en": en}, "de", "en", []) is table      # cached
+    with pytest.raises(ValueError, match="unk must be one of"):
+        TR.translate_tokens(model, {"de": de, "en": en}, "de", "en", [["d1"]], unk="drop")
 
 
 @pytest.mark.parametrize("tie", [False, True], ids=["free-output", "tied-output"])
@@ -385,6 +458,8 @@ def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
     res = json.load(open(os.path.join(out, "results.json")))
     bt = res["scores"]["de-en"]["backtrans"]
     assert f"{bt['test']['de-en']['bleu']:.2f}" in rows["Unsupervised: + backtranslation"] and bt["steps"] == 2
+    saved = torch.load(os.path.join(out, "de-en", "backtrans", "model.pt"), weights_only=False)["train_config"]
+    assert saved["bt_init_steps"] == 150 and saved["max_src_vocab"] == -1     # the short presets' start
     for png in ("curves.png", "attention.png"):
         with open(os.path.join(out, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -398,6 +473,32 @@ def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
     assert res2["invocations"] == 2
     assert res2["wall_total_s"] == pytest.approx(res["wall_s"] + res2["wall_s"])
     assert "summed over 2 invocations" in open(os.path.join(out, "RESULTS.md")).read()
+
+
+def test_reproduce_rows_runs_only_those_rows(work, tmp_path):
+    import json
+    import nmt
+    for a, b in (("de", "en"), ("en", "de")):
+        os.makedirs(os.path.join(work, "baseline"), exist_ok=True)
+        with open(os.path.join(work, "baseline", f"{a}-{b}.json"), "w") as f:
+            json.dump({"primary": {"bleu": 1.5, "chrf": 10.0}}, f)
+    out = str(tmp_path / "demo")
+    assert nmt.main(["reproduce", "--preset", "demo", "--rows", "baseline", "--skip-data", "--no-speed",
+                     "--work", work, "--out", out]) == 0
+    assert not os.path.exists(os.path.join(out, "de-en", "backtrans"))
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert list(res["scores"]["de-en"]) == ["baseline"] and "examples" not in res
+    row = [line for line in open(os.path.join(out, "RESULTS.md")) if line.startswith("| Unsupervised: + back")][0]
+    assert "—" in row and "1.50" not in row
+    with pytest.raises(SystemExit):
+        nmt.main(["reproduce", "--preset", "demo", "--rows", "nonsense", "--skip-data", "--work", work])
+
+
+def test_word_by_word_back_translation_needs_words(work, tmp_path):
+    with pytest.raises(ValueError, match="needs word units"):
+        T.Trainer(tiny_config(work, str(tmp_path / "m"), "--bpe", "--bt-init-steps", "5"))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        T.Trainer(tiny_config(work, str(tmp_path / "m"), "--bt-init-steps", "-1"))
 
 
 def test_reproduce_pairs_must_belong_to_the_preset(work, tmp_path):
