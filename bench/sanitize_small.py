@@ -1,4 +1,5 @@
-"""Small LSTM/GRU forward+backward cases on the cuda backend, for compute-sanitizer.
+"""Small LSTM/GRU forward+backward cases on the cuda backend, and the decoding step's kernels
+(the one-kernel T=1 LSTM/GRU step, the few-rows linear layer, greedy_update), for compute-sanitizer.
 
     compute-sanitizer --tool memcheck  python bench/sanitize_small.py
     compute-sanitizer --tool racecheck python bench/sanitize_small.py --quick
@@ -57,6 +58,62 @@ def run(cell, T, B, I, H, dtype, path, lengths, proj=0):
     return ok
 
 
+def decode_cases():
+    """The decoding-step kernels at tiny, partly unaligned sizes against fp64/ATen references."""
+    import torch.nn.functional as F
+
+    from fastrnn.ops.decode import greedy_update, reference
+    from fastrnn.ops.linear import linear
+
+    os.environ["FASTRNN_CUDA_PATH"] = "auto"
+    os.environ["FASTRNN_CUDA_POISON"] = "1"
+    g = torch.Generator().manual_seed(5)
+    ok = True
+
+    def r(*s):
+        return (torch.rand(*s, generator=g, dtype=torch.float64) * 2 - 1) * 0.5
+
+    def report(what, err, tol=1e-4):
+        nonlocal ok
+        good = err <= tol
+        ok = ok and good
+        print(f"{what:40s} rel.err={err:.2e} {'ok' if good else 'MISMATCH'}", flush=True)
+
+    with torch.no_grad():
+        for cell in ("gru", "lstm"):
+            for B, I, H in ((1, 8, 40), (3, 5, 33)):
+                G = 4 if cell == "lstm" else 3
+                t = [r(1, B, I), r(B, H), r(B, H), r(G * H, I), r(G * H, H), r(G * H), r(G * H)]
+                if cell == "gru":
+                    del t[2]
+                outs = []
+                for dt, backend in ((torch.float64, "reference"), (torch.float32, "cuda")):
+                    a = [v.to("cuda", dt) for v in t]
+                    o = _gru(*a, backend=backend) if cell == "gru" else _lstm(*a, backend=backend)
+                    outs.append([o[0], *(o[1] if cell == "lstm" else (o[1],))])
+                report(f"{cell} step T=1 B={B} I={I} H={H}",
+                       max(((x.double() - y).abs().max()).item() for x, y in zip(outs[1], outs[0])))
+        for M, K, N in ((1, 16, 40), (3, 7, 9)):
+            x, w, b = r(M, K), r(N, K), r(N)
+            y = linear(x.float().cuda(), w.float().cuda(), b.float().cuda(), backend="kernel")
+            report(f"linear M={M} K={K} N={N}", (y.double().cpu() - F.linear(x, w, b)).abs().max().item())
+        B, V, L, S = 3, 1000, 4, 5
+        logits = r(B, V).float().cuda() * 20
+        st = [torch.tensor([1]), torch.tensor([4, 2, 4]), torch.tensor([True, True, False]),
+              torch.zeros(B, L, dtype=torch.long), torch.zeros(B), torch.zeros(B, dtype=torch.long),
+              torch.zeros(B, dtype=torch.long), torch.zeros(B, L, S)]
+        w = torch.softmax(r(B, S).float(), -1).cuda()
+        res = []
+        for fn in (reference, greedy_update):
+            s2 = [v.cuda() for v in st]
+            fn(logits, w, s2[0], 0, 2, s2[1], s2[2], s2[3], s2[4], s2[5], s2[6], s2[7])
+            res.append(s2)
+        same = all(torch.equal(a, b) for i, (a, b) in enumerate(zip(*res)) if i != 4)
+        report("greedy_update B=3 V=1000", (res[1][4] - res[0][4]).abs().max().item() if same else float("inf"))
+    torch.cuda.synchronize()
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer cases (racecheck is slow)")
@@ -79,6 +136,7 @@ def main():
     ok = all([run(*c) for c in cases])
     if not args.quick:
         ok = run("lstm", 3, 3, 5, 24, torch.float32, "standard", [3, 1, 2], proj=8) and ok
+    ok = decode_cases() and ok
     print("all ok" if ok else "MISMATCH", flush=True)
     return 0 if ok else 1
 

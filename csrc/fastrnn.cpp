@@ -6,10 +6,11 @@ void lstm_init(py::module& m);
 void gru_init(py::module& m);
 void attention_init(py::module& m);
 void linear_init(py::module& m);
+void decode_init(py::module& m);
 }  // namespace fastrnn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "fastrnn kernels: fused LSTM/GRU, attention, small-batch linear (C++ CPU, CUDA)";
+  m.doc() = "fastrnn kernels: fused LSTM/GRU, attention, small-batch linear, greedy decoding's step (C++ CPU, CUDA)";
 #ifdef FASTRNN_WITH_CUDA
   m.def("with_cuda", []() { return true; }, "True when the CUDA kernels were compiled and linked");
 #else
@@ -19,4 +20,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   fastrnn::gru_init(m);
   fastrnn::attention_init(m);
   fastrnn::linear_init(m);
+  fastrnn::decode_init(m);
 }

@@ -9,9 +9,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# The CPU kernels' outputs and work buffers start as NaN, so a test sees any element a kernel
+# The kernels' outputs and work buffers start as NaN, so a test sees any element a kernel
 # forgot to write (production runs skip the fill; a test that compares the two sets it itself).
 os.environ.setdefault("FASTRNN_CPU_POISON", "1")
+os.environ.setdefault("FASTRNN_CUDA_POISON", "1")  # the same for the CUDA kernels (GPU runs)
 
 # The suite runs tiny shapes, where thread start-up costs more than it saves (and oversubscribed
 # cores make it far worse); tests of the multi-threaded paths set their own thread count.

@@ -20,6 +20,7 @@
 #include <limits>
 
 #include "attention/attention.h"
+#include "common/cuda_utils.cuh"
 
 namespace fastrnn {
 namespace {
@@ -242,9 +243,10 @@ std::vector<at::Tensor> attention_fwd_cuda(const at::Tensor& qp, const at::Tenso
   const size_t smem = (D + Tk) * elem_acc(qp.scalar_type());
   TORCH_CHECK(smem <= 48 * 1024, "fastrnn: attention_fwd_cuda needs (D + Tk) * ", elem_acc(qp.scalar_type()),
               " bytes of shared memory <= 48 KiB, got D=", D, ", Tk=", Tk);
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  at::Tensor weights = at::full({B, Tq, Tk}, nan, qp.options());
-  at::Tensor ctx = at::full({B, Tq, Dv}, nan, qp.options());
+  // Written in full by the kernel: NaN only under FASTRNN_CUDA_POISON (the tests), since the two
+  // fills cost a decoding step two kernels.
+  at::Tensor weights = cuda::alloc(qp, {B, Tq, Tk}, qp.scalar_type());
+  at::Tensor ctx = cuda::alloc(qp, {B, Tq, Dv}, qp.scalar_type());
   const bool* m = (mask.has_value() && mask->defined()) ? mask->data_ptr<bool>() : nullptr;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, qp.scalar_type(), "attention_fwd_cuda", [&] {
@@ -277,17 +279,16 @@ std::vector<at::Tensor> attention_bwd_cuda(const at::Tensor& dctx, const at::Ten
   TORCH_CHECK(smem <= 48 * 1024, "fastrnn: attention_bwd_cuda needs (D + Dv + Tk) * ",
               elem_acc(qp.scalar_type()), " bytes of shared memory <= 48 KiB");
   const bool additive = v_score.has_value() && v_score->defined();
-  const double nan = std::numeric_limits<double>::quiet_NaN();
   auto acc_opts = qp.options().dtype(acc_type(qp.scalar_type()));
-  at::Tensor dqp = at::full(qp.sizes(), nan, qp.options());
-  at::Tensor dkp = at::full(kp.sizes(), nan, kp.options());
-  at::Tensor dv = at::full(v.sizes(), nan, v.options());
+  at::Tensor dqp = cuda::alloc(qp, qp.sizes(), qp.scalar_type());
+  at::Tensor dkp = cuda::alloc(kp, kp.sizes(), kp.scalar_type());
+  at::Tensor dv = cuda::alloc(v, v.sizes(), v.scalar_type());
   at::Tensor dkp_acc = at::zeros(kp.sizes(), acc_opts);
   at::Tensor dv_acc = at::zeros(v.sizes(), acc_opts);
   at::Tensor dvs_acc, dvs;
   if (additive) {
     dvs_acc = at::zeros({B, D}, acc_opts);
-    dvs = at::full({D}, nan, qp.options());
+    dvs = cuda::alloc(qp, {D}, qp.scalar_type());
   }
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, qp.scalar_type(), "attention_bwd_cuda", [&] {

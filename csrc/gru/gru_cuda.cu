@@ -5,6 +5,8 @@
 //              step. fp32/fp16/bf16, H <= 1024, B <= 64, when it fits and is co-resident, and
 //              (auto) when B*H <= 16384, where it measured faster (cuda_utils.cuh).
 //  standard    per-step cuBLAS GEMM (at::matmul) + one fused pointwise kernel; everything else.
+//              One step (T=1) of at most 8 rows without gradients: one kernel for the GEMVs
+//              and the cell (common/small_rows.h).
 //
 // Saved for backward (needs_grad): G [T,B,4H] acc holding r|z|n|hn per unit (hn = W_hn h + b_hn,
 // which n's gradient needs) and hs [T+1,B,H] (hidden states, hs[0] = h0). acc is fp32, or fp64.
@@ -21,6 +23,7 @@
 #include "common/cell_math.h"
 #include "common/checks.h"
 #include "common/cuda_utils.cuh"
+#include "common/small_rows.h"
 #include "gru/gru.h"
 
 namespace fastrnn {
@@ -265,6 +268,10 @@ std::vector<at::Tensor> gru_fwd_cuda(const at::Tensor& x, const at::Tensor& h0, 
   TORCH_CHECK(T * B <= INT32_MAX && 4 * H <= INT32_MAX, "fastrnn: gru_fwd_cuda: T*B and 4H must fit in int32");
   const at::ScalarType dt = x.scalar_type();
   const at::ScalarType acc_dt = dt == at::kDouble ? at::kDouble : at::kFloat;
+  // One inference step of a few rows (a decoder's cell): one fused kernel (common/small_rows.h).
+  if (T == 1 && !needs_grad && !defined(lengths) && cuda::requested_path() != cuda::Path::Persistent &&
+      cuda::small_rows_fit(B, I + H, dt))
+    return cuda::cell_step_small_cuda(x.select(0, 0), h0, c10::nullopt, w_ih, w_hh, b_ih, b_hh);
 
   // Input projection for all steps in one GEMM, b_ih folded in, kept in acc precision.
   at::Tensor xw = x.reshape({T * B, I}).matmul(w_ih.t()).to(acc_dt);

@@ -14,6 +14,9 @@
 #include "common/cell_math.h"
 #include "common/checks.h"
 #include "common/cpu_kernels.h"
+#ifdef FASTRNN_WITH_CUDA
+#include "common/small_rows.h"
+#endif
 
 namespace fastrnn {
 namespace {
@@ -27,7 +30,17 @@ at::Tensor linear_small(const at::Tensor& x, const at::Tensor& weight, const Opt
   check_shape(weight, "weight", {-1, K});
   const int64_t N = weight.size(0);
   check_opt(bias, "bias", x, "x", {N});
-  TORCH_CHECK(x.is_cpu(), "fastrnn: linear_small takes CPU tensors, got ", x.device());
+  if (x.is_cuda()) {
+#ifdef FASTRNN_WITH_CUDA
+    TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "fastrnn: linear_small takes floating point, got ",
+                     x.scalar_type());
+    py::gil_scoped_release no_gil;
+    return cuda::linear_small_cuda(x, weight, bias);
+#else
+    TORCH_CHECK(false, "fastrnn._C was built without CUDA");
+#endif
+  }
+  TORCH_CHECK(x.is_cpu(), "fastrnn: linear_small takes CPU or CUDA tensors, got ", x.device());
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
                    "fastrnn: linear_small takes float32 or float64, got ", x.scalar_type());
   py::gil_scoped_release no_gil;
@@ -47,9 +60,17 @@ at::Tensor linear_small(const at::Tensor& x, const at::Tensor& weight, const Opt
 
 void linear_init(py::module& m) {
   m.def("linear_small", &linear_small,
-        "x [M, K] W[N, K]^T + b on the CPU for small M (decoding steps): a parallel, memory-streaming GEMV",
+        "x [M, K] W[N, K]^T + b for small M (decoding steps): on the CPU a parallel, memory-streaming GEMV; "
+        "on CUDA a warp per output with 16-byte weight loads (common/small_rows.h)",
         py::arg("x"), py::arg("weight"), py::arg("bias"));
   m.attr("SMALL_ROWS") = cpu::kSmallRows;  // fastrnn/ops/linear.py routes by the same bound
+#ifdef FASTRNN_WITH_CUDA
+  m.attr("CUDA_SMALL_ROWS") = cuda::kCudaSmallRows;
+  m.def("linear_small_cuda_fits",
+        [](int64_t M, int64_t K, bool fp64) { return cuda::small_rows_fit(M, K, fp64 ? at::kDouble : at::kFloat); },
+        "Whether the CUDA small-rows kernel takes M rows of K inputs",
+        py::arg("M"), py::arg("K"), py::arg("fp64"));
+#endif
 }
 
 }  // namespace fastrnn

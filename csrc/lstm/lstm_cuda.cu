@@ -9,6 +9,8 @@
 //              B*H <= 16384, where it measured faster than the standard path (cuda_utils.cuh).
 //  standard    the recurrent GEMM per step through at::matmul (cuBLAS) + one fused pointwise
 //              kernel per step; takes everything else (fp64, proj_size, large H or B).
+//              One step (T=1) of at most 8 rows without gradients or proj_size: one kernel for
+//              the GEMVs and the cell (common/small_rows.h).
 //
 // Both paths share the input projection (one GEMM over all T), the per-element cell code below,
 // the saved tensors and the weight-gradient GEMMs, so a forward on one path pairs with a
@@ -31,6 +33,7 @@
 #include "common/cell_math.h"
 #include "common/checks.h"
 #include "common/cuda_utils.cuh"
+#include "common/small_rows.h"
 #include "lstm/lstm.h"
 
 namespace fastrnn {
@@ -341,6 +344,10 @@ std::vector<at::Tensor> lstm_fwd_cuda(const at::Tensor& x, const at::Tensor& h0,
   TORCH_CHECK(T * B <= INT32_MAX && 4 * H <= INT32_MAX, "fastrnn: lstm_fwd_cuda: T*B and 4H must fit in int32");
   const at::ScalarType dt = x.scalar_type();
   const at::ScalarType acc_dt = dt == at::kDouble ? at::kDouble : at::kFloat;
+  // One inference step of a few rows (a decoder's cell): one fused kernel (common/small_rows.h).
+  if (T == 1 && !needs_grad && !proj && !defined(lengths) && cuda::requested_path() != cuda::Path::Persistent &&
+      cuda::small_rows_fit(B, I + H, dt))
+    return cuda::cell_step_small_cuda(x.select(0, 0), h0, c0, w_ih, w_hh, b_ih, b_hh);
 
   // Input projection for all steps in one GEMM (x's dtype, fp32 accumulation in cuBLAS), both
   // biases folded in, kept in acc precision: the kernels overwrite it with the activated gates.

@@ -24,6 +24,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from fastrnn.ops.decode import greedy_update
+
 
 def _check_every(device: torch.device) -> int:
     # "Is any sentence still running?" is a host sync: on a GPU, asking every step would stall
@@ -140,56 +142,60 @@ class _Greedy:
         self.out_len.zero_()
         self.alive.fill_(True)
 
-    def step(self, dec) -> None:
-        logits, new, w = dec.step(self.prev, self.state)
-        logp = torch.log_softmax(logits.float(), -1)
-        logp[:, self.pad] = float("-inf")                        # padding is never an output
-        best, tok = logp.max(-1)
-        self.scores += best.masked_fill(~self.alive, 0.0)
-        emit = self.alive & (tok != self.eos)
-        B = tok.shape[0]
-        col = self.t.expand(B).unsqueeze(1)                      # [B,1]: this step's column
-        self.tokens.scatter_(1, col, tok.masked_fill(~emit, self.pad).unsqueeze(1))
-        if self.attn is not None:
-            S = self.attn.shape[2]
-            self.attn.scatter_(1, col.unsqueeze(2).expand(B, 1, S),
-                               w.masked_fill(~emit.unsqueeze(1), 0.0).unsqueeze(1).to(self.attn.dtype))
-        self.out_len += emit
+    def _one(self, dec, state):
+        """One token: the decoder's step from ``state``, then the bookkeeping (one fused kernel,
+        fastrnn.ops.decode.greedy_update); returns the decoder's new state."""
+        logits, new, w = dec.step(self.prev, state)
+        greedy_update(logits, w if self.attn is not None else None, self.t, self.pad, self.eos, self.maxlen,
+                      self.alive, self.tokens, self.scores, self.out_len, self.prev, self.attn)
         self.t += 1
-        self.alive.copy_(emit & (self.t < self.maxlen))
-        self.prev.copy_(tok)
-        for old, cur in zip(self.state.hidden, new.hidden):
+        return new
+
+    def steps(self, dec, k: int) -> None:
+        """k tokens; the decoder state is written back into the fixed buffers once, at the end."""
+        st = self.state
+        for _ in range(k):
+            st = self._one(dec, st)
+        for old, cur in zip(self.state.hidden, st.hidden):
             old.copy_(cur)
         if self.state.cell is not None:
-            for old, cur in zip(self.state.cell, new.cell):
+            for old, cur in zip(self.state.cell, st.cell):
                 old.copy_(cur)
         if self.state.feed is not None:
-            self.state.feed.copy_(new.feed)
+            self.state.feed.copy_(st.feed)
 
     def capture(self, dec, state, maxlen: Tensor) -> None:
-        """Record one step as a CUDA graph. The first step runs eagerly on a side stream (a
-        graph's warm-up: it sets up the library handles and the allocator's pool), then one step
-        is captured (capturing runs nothing), then the batch is loaded again from the start."""
+        """Record GRAPH_BUCKET steps as one CUDA graph. They run once eagerly on a side stream
+        first (a graph's warm-up: it sets up the library handles and the allocator's pool), then
+        are captured (capturing runs nothing), then the batch is loaded again from the start."""
         dev = self.prev.device
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
-            self.step(dec)
+            self.steps(dec, GRAPH_BUCKET)
         torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.step(dec)
+            self.steps(dec, GRAPH_BUCKET)
         self.graph = graph
         self.load(state, maxlen)
 
     def run(self, dec, L: int, every: int) -> None:
-        """L steps, stopping early (checked every ``every`` steps) once no sentence is running;
-        each step is one replay of the captured graph when there is one."""
-        run_step = self.graph.replay if self.graph is not None else (lambda: self.step(dec))
+        """L steps, stopping early (checked every ``every`` steps) once no sentence is running.
+        With a captured graph, each replay runs GRAPH_BUCKET steps (L rounded up: the steps past
+        a row's maximum length leave it unchanged) and the check comes between replays."""
+        if self.graph is not None:
+            for i in range(-(-L // GRAPH_BUCKET)):
+                if i and not bool(self.alive.any()):
+                    break
+                self.graph.replay()
+            return
+        state = self.state
         for t in range(L):
             if t and t % every == 0 and not bool(self.alive.any()):
                 break
-            run_step()
+            state = self._one(dec, state)
+        self.state = state
 
     def result(self, S: int) -> DecodeResult:
         """The decoded batch; attention over the first S source positions (the others are the

@@ -6,9 +6,12 @@ CPU GEMV runs them on one thread well below the memory bandwidth (V=20000 x 600:
 2-core dev machine); fastrnn._C.linear_small splits the outputs over the threads and streams the
 weights (1.0-1.4 ms there), up to 16 rows of input (greedy decoding, beam search's B*k rows).
 
-Everything else goes to F.linear: gradients needed, more rows, CUDA tensors, other dtypes, no
-compiled extension, or the reference backend asked for (``backend='reference'`` or
-FASTRNN_BACKEND=reference). The two paths agree to rounding (the sums run in another order).
+On CUDA, up to 8 rows (csrc/common/small_rows.h): a warp per output with 16-byte weight loads,
+where cuBLAS's GEMV at B=1 read a decoder's weights at 0.7 TB/s on an H100.
+
+Everything else goes to F.linear: gradients needed, more rows, other dtypes, no compiled
+extension, or the reference backend asked for (``backend='reference'`` or
+FASTRNN_BACKEND=reference). The paths agree to rounding (the sums run in another order).
 """
 from __future__ import annotations
 
@@ -28,40 +31,52 @@ SMALL_ROWS = int(getattr(c_ext(), "SMALL_ROWS", 16))
 _DTYPES = (torch.float32, torch.float64)
 
 
+_CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
 def _refusal(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Optional[str]:
     """Why linear_small cannot take this call, or None."""
-    if x.device.type != "cpu" or weight.device.type != "cpu":
-        return f"needs CPU tensors, got {x.device}"
-    if x.dtype not in _DTYPES or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        return "takes float32 or float64 with x, weight and bias of one dtype"
+    cuda = x.device.type == "cuda"
+    if x.device.type not in ("cpu", "cuda") or weight.device != x.device:
+        return f"needs CPU or CUDA tensors on one device, got {x.device} and {weight.device}"
+    dtypes = _CUDA_DTYPES if cuda else _DTYPES
+    if x.dtype not in dtypes or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes[:-1]) + " or " + str(dtypes[-1])[6:]
+        return f"takes {names} with x, weight and bias of one dtype"
     if x.dim() < 1 or weight.dim() != 2 or x.shape[-1] != weight.shape[1] or x.shape[-1] == 0 \
             or (bias is not None and tuple(bias.shape) != (weight.shape[0],)):
         return "shapes are not x [*, K], weight [N, K], bias [N]"  # F.linear names the mismatch
     rows = x.numel() // x.shape[-1]
-    if not 0 < rows <= SMALL_ROWS:
-        return f"takes 1 to {SMALL_ROWS} rows, got {rows}"
     if needs_autograd(x, weight, bias):
         return "computes no gradients (inference only)"
     C = c_ext()
     if C is None or not hasattr(C, "linear_small"):
         return "fastrnn._C is not built (or predates linear_small: rebuild with `make build`)"
+    if cuda:
+        if not hasattr(C, "linear_small_cuda_fits"):
+            return "fastrnn._C was built without CUDA"
+        if not C.linear_small_cuda_fits(rows, x.shape[-1], x.dtype == torch.float64):
+            return f"takes 1 to {C.CUDA_SMALL_ROWS} rows, got {rows}"
+    elif not 0 < rows <= SMALL_ROWS:
+        return f"takes 1 to {SMALL_ROWS} rows, got {rows}"
     return None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """x [*, K] W[N, K]^T + b -> [*, N], as ``torch.nn.functional.linear`` (the same errors for
-    bad arguments). ``backend``: None (the CPU kernel where it applies, else F.linear), 'cpu'
-    (the kernel, or RuntimeError saying why not) or 'reference' (F.linear)."""
-    if backend not in (None, "cpu", "reference"):
-        raise ValueError(f"backend must be 'cpu', 'reference' or None, got {backend!r}")
+    bad arguments). ``backend``: None (the small-rows kernel where it applies, else F.linear),
+    'kernel' (the small-rows kernel, CPU or CUDA, or RuntimeError saying why not; 'cpu' is its
+    older name) or 'reference' (F.linear)."""
+    if backend not in (None, "kernel", "cpu", "reference"):
+        raise ValueError(f"backend must be 'kernel', 'reference' or None, got {backend!r}")
     if backend != "reference" and os.environ.get("FASTRNN_BACKEND") != "reference":
         why = _refusal(x, weight, bias)
         if why is None:
             K = x.shape[-1]
             y = c_ext().linear_small(x.reshape(-1, K), weight, bias)
             return y.view(*x.shape[:-1], weight.shape[0])
-        if backend == "cpu":
-            raise RuntimeError(f"fastrnn.linear: backend 'cpu' cannot run this call: {why}")
+        if backend in ("kernel", "cpu"):
+            raise RuntimeError(f"fastrnn.linear: backend {backend!r} cannot run this call: {why}")
     return F.linear(x, weight, bias)
 
 

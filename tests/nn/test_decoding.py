@@ -310,9 +310,9 @@ def test_greedy_leaves_the_encoder_output_alone():
 
 
 def _fake_cuda_graphs(monkeypatch):
-    """Stand-ins for the CUDA pieces of greedy_decode(cuda_graph=True): the warm-up runs a step,
-    the capture records the next without running it (as a real capture does) and each replay
-    runs it. Returns the list of graphs captured."""
+    """Stand-ins for the CUDA pieces of greedy_decode(cuda_graph=True): the warm-up runs the
+    graph's steps, the capture records them without running them (as a real capture does) and
+    each replay runs them. Returns the list of graphs captured."""
     import contextlib
 
     from fastrnn.nn import decoding
@@ -331,13 +331,13 @@ def _fake_cuda_graphs(monkeypatch):
             pass
 
     graphs, recording = [], []
-    real_step = decoding._Greedy.step
+    real_steps = decoding._Greedy.steps
 
-    def step(self, dec):
+    def steps(self, dec, k):
         if recording:
-            graphs[-1].fn = lambda: real_step(self, dec)
+            graphs[-1].fn = lambda: real_steps(self, dec, k)
         else:
-            real_step(self, dec)
+            real_steps(self, dec, k)
 
     @contextlib.contextmanager
     def capture(g):
@@ -348,7 +348,7 @@ def _fake_cuda_graphs(monkeypatch):
         finally:
             recording.clear()
 
-    monkeypatch.setattr(decoding._Greedy, "step", step)
+    monkeypatch.setattr(decoding._Greedy, "steps", steps)
     monkeypatch.setattr(torch.cuda, "Stream", Stream)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
