@@ -63,7 +63,7 @@ def decode_cases():
     import torch.nn.functional as F
 
     from fastrnn.ops.decode import greedy_update, reference
-    from fastrnn.ops.linear import linear
+    from fastrnn.ops.linear import linear, linear_cat
 
     os.environ["FASTRNN_CUDA_PATH"] = "auto"
     os.environ["FASTRNN_CUDA_POISON"] = "1"
@@ -97,16 +97,21 @@ def decode_cases():
             x, w, b = r(M, K), r(N, K), r(N)
             y = linear(x.float().cuda(), w.float().cuda(), b.float().cuda(), backend="kernel")
             report(f"linear M={M} K={K} N={N}", (y.double().cpu() - F.linear(x, w, b)).abs().max().item())
+            x2 = r(M, 5)
+            w2 = r(N, K + 5)
+            y = linear_cat(x.float().cuda(), x2.float().cuda(), w2.float().cuda(), b.float().cuda(), tanh=True)
+            ref = torch.tanh(F.linear(torch.cat([x, x2], 1), w2, b))
+            report(f"linear_cat+tanh M={M} K={K}+5 N={N}", (y.double().cpu() - ref).abs().max().item())
         B, V, L, S = 3, 1000, 4, 5
         logits = r(B, V).float().cuda() * 20
         st = [torch.tensor([1]), torch.tensor([4, 2, 4]), torch.tensor([True, True, False]),
               torch.zeros(B, L, dtype=torch.long), torch.zeros(B), torch.zeros(B, dtype=torch.long),
-              torch.zeros(B, dtype=torch.long), torch.zeros(B, L, S)]
+              torch.zeros(B, dtype=torch.long), torch.zeros(B, L, S), torch.zeros(1, dtype=torch.long)]
         w = torch.softmax(r(B, S).float(), -1).cuda()
         res = []
         for fn in (reference, greedy_update):
             s2 = [v.cuda() for v in st]
-            fn(logits, w, s2[0], 0, 2, s2[1], s2[2], s2[3], s2[4], s2[5], s2[6], s2[7])
+            fn(logits, w, s2[0], 0, 2, s2[1], s2[2], s2[3], s2[4], s2[5], s2[6], s2[7], t_next=s2[8])
             res.append(s2)
         same = all(torch.equal(a, b) for i, (a, b) in enumerate(zip(*res)) if i != 4)
         report("greedy_update B=3 V=1000", (res[1][4] - res[0][4]).abs().max().item() if same else float("inf"))

@@ -83,23 +83,26 @@ __device__ __forceinline__ void row_dot(const T* __restrict__ w, const T* __rest
   }
 }
 
-// y[r, n] = x[r] . w[n] + b[n]: a warp per output n.
+// y[r, n] = act(x1[r] . w[n, :K1] + x2[r] . w[n, K1:] + b[n]) (x2 optional: K2 = 0; act: tanh or
+// nothing): a warp per output n.
 template <typename T, int R>
 __global__ void __launch_bounds__(kThreads)
-linear_small_kernel(const T* __restrict__ x, int M, const T* __restrict__ w, const T* __restrict__ b,
-                    T* __restrict__ y, int N, int K) {
+linear_small_kernel(const T* __restrict__ x1, int K1, const T* __restrict__ x2, int K2, int M,
+                    const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y, int N, bool tanh_out) {
   using A = typename Acc<T>::type;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t K = K1 + K2;
   for (int n = blockIdx.x * kWarps + warp; n < N; n += gridDim.x * kWarps) {
     A acc[R] = {};
-    row_dot<T, A, R>(w + static_cast<int64_t>(n) * K, x, K, M, K, lane, acc);
+    row_dot<T, A, R>(w + n * K, x1, K1, M, K1, lane, acc);
+    if (K2 > 0) row_dot<T, A, R>(w + n * K + K1, x2, K2, M, K2, lane, acc);
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
     if (lane == 0) {
       const A bn = b != nullptr ? static_cast<A>(b[n]) : A(0);
 #pragma unroll
       for (int r = 0; r < R; ++r)
-        if (r < M) y[static_cast<int64_t>(r) * N + n] = static_cast<T>(acc[r] + bn);
+        if (r < M) y[static_cast<int64_t>(r) * N + n] = static_cast<T>(tanh_out ? tanh_(acc[r] + bn) : acc[r] + bn);
     }
   }
 }
@@ -172,13 +175,15 @@ bool small_rows_fit(int64_t M, int64_t K, at::ScalarType dt) {
   return M >= 1 && M <= kCudaSmallRows && K >= 1 && K <= INT32_MAX;
 }
 
-at::Tensor linear_small_cuda(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+at::Tensor linear_small_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& x2, const at::Tensor& w,
+                             const c10::optional<at::Tensor>& b, bool tanh_out) {
   c10::cuda::CUDAGuard guard(x.device());
-  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  TORCH_CHECK_VALUE(small_rows_fit(M, K, x.scalar_type()), "fastrnn: linear_small_cuda takes 1 to ",
+  const int64_t M = x.size(0), K1 = x.size(1), K2 = defined(x2) ? x2->size(1) : 0, N = w.size(0);
+  TORCH_CHECK_VALUE(small_rows_fit(M, K1 + K2, x.scalar_type()), "fastrnn: linear_small_cuda takes 1 to ",
                     kCudaSmallRows, " rows, got x ", shape_str(x.sizes()));
-  TORCH_CHECK(N <= INT32_MAX && K <= INT32_MAX, "fastrnn: linear_small_cuda: N and K must fit in int32");
+  TORCH_CHECK(N <= INT32_MAX && K1 + K2 <= INT32_MAX, "fastrnn: linear_small_cuda: N and K must fit in int32");
   const at::Tensor xc = x.contiguous(), wc = w.contiguous();
+  const at::Tensor x2c = defined(x2) ? x2->contiguous() : at::Tensor();
   const at::Tensor bc = defined(b) ? b->contiguous() : at::Tensor();
   at::Tensor y = alloc(x, {M, N}, x.scalar_type());
   if (N == 0) return y;
@@ -186,9 +191,9 @@ at::Tensor linear_small_cuda(const at::Tensor& x, const at::Tensor& w, const c10
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_small_cuda", [&] {
     with_rows(M, [&](auto rows) {
       linear_small_kernel<scalar_t, decltype(rows)::value><<<grid_for(cdiv(N, kWarps)), kThreads, 0, stream>>>(
-          xc.data_ptr<scalar_t>(), static_cast<int>(M), wc.data_ptr<scalar_t>(),
-          bc.defined() ? bc.data_ptr<scalar_t>() : nullptr, y.data_ptr<scalar_t>(), static_cast<int>(N),
-          static_cast<int>(K));
+          xc.data_ptr<scalar_t>(), static_cast<int>(K1), x2c.defined() ? x2c.data_ptr<scalar_t>() : nullptr,
+          static_cast<int>(K2), static_cast<int>(M), wc.data_ptr<scalar_t>(),
+          bc.defined() ? bc.data_ptr<scalar_t>() : nullptr, y.data_ptr<scalar_t>(), static_cast<int>(N), tanh_out);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -52,7 +52,7 @@ std::pair<int64_t, double> pick_row(const T* x, int64_t V, int64_t pad) {
 }
 
 void greedy_update_cpu(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t,
-                       int64_t pad, int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive,
+                       const OptTensor& t_next, int64_t pad, int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive,
                        const at::Tensor& tokens, const at::Tensor& scores, const at::Tensor& out_len,
                        const at::Tensor& prev, const OptTensor& attn) {
   const int64_t B = logits.size(0), V = logits.size(1), L = tokens.size(1);
@@ -84,9 +84,11 @@ void greedy_update_cpu(const at::Tensor& logits, const OptTensor& weights, const
   });
   if (defined(attn) && step < L)
     attn->select(1, step).copy_(weights->masked_fill(emit_t.logical_not().unsqueeze(1), 0));
+  if (defined(t_next)) t_next->fill_(step + 1);
 }
 
-void check_greedy_args(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t, int64_t pad,
+void check_greedy_args(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t,
+                       const OptTensor& t_next, int64_t pad,
                        int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive, const at::Tensor& tokens,
                        const at::Tensor& scores, const at::Tensor& out_len, const at::Tensor& prev,
                        const OptTensor& attn) {
@@ -105,6 +107,10 @@ void check_greedy_args(const at::Tensor& logits, const OptTensor& weights, const
   };
   need(logits, "logits", logits.scalar_type(), {B, V});
   need(t, "t", at::kLong, {1});
+  if (defined(t_next)) {
+    need(*t_next, "t_next", at::kLong, {1});
+    TORCH_CHECK_VALUE(!t_next->is_same(t), "fastrnn: t_next must be another buffer than t");
+  }
   need(maxlen, "maxlen", at::kLong, {B});
   need(alive, "alive", at::kBool, {B});
   need(tokens, "tokens", at::kLong, {B, -1});
@@ -120,22 +126,23 @@ void check_greedy_args(const at::Tensor& logits, const OptTensor& weights, const
   (void)eos;
 }
 
-void greedy_update(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t, int64_t pad,
+void greedy_update(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t, const OptTensor& t_next,
+                   int64_t pad,
                    int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive, const at::Tensor& tokens,
                    const at::Tensor& scores, const at::Tensor& out_len, const at::Tensor& prev,
                    const OptTensor& attn) {
-  check_greedy_args(logits, weights, t, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn);
+  check_greedy_args(logits, weights, t, t_next, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn);
   py::gil_scoped_release no_gil;
   if (logits.is_cuda()) {
 #ifdef FASTRNN_WITH_CUDA
-    greedy_update_cuda(logits, weights, t, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn);
+    greedy_update_cuda(logits, weights, t, t_next, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn);
     return;
 #else
     TORCH_CHECK(false, "fastrnn._C was built without CUDA");
 #endif
   }
   TORCH_CHECK(logits.is_cpu(), "fastrnn: greedy_update takes CPU or CUDA tensors, got ", logits.device());
-  greedy_update_cpu(logits, weights, t, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn);
+  greedy_update_cpu(logits, weights, t, t_next, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn);
 }
 
 }  // namespace
@@ -144,7 +151,7 @@ void decode_init(py::module& m) {
   m.def("greedy_update", &greedy_update,
         "One greedy-decoding step's bookkeeping in place (csrc/decode/decode.h): argmax outside pad, "
         "log-probability, tokens/scores/lengths/alive/prev and the attention column",
-        py::arg("logits"), py::arg("weights"), py::arg("t"), py::arg("pad"), py::arg("eos"), py::arg("maxlen"),
+        py::arg("logits"), py::arg("weights"), py::arg("t"), py::arg("t_next"), py::arg("pad"), py::arg("eos"), py::arg("maxlen"),
         py::arg("alive"), py::arg("tokens"), py::arg("scores"), py::arg("out_len"), py::arg("prev"),
         py::arg("attn"));
 }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "common/cuda_utils.cuh"
 #include "decode/decode.h"
 
 namespace fastrnn {
@@ -21,9 +22,6 @@ constexpr int kThreads = 1024;
 // Logits each thread loads before it folds them in: the loads of a batch are in flight together
 // (folded one at a time, each load's latency was paid in turn: 17 us for B=1, V=20000 on an H100).
 constexpr int kBatch = 8;
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
 
 __device__ __forceinline__ float exp_acc(float x) { return __expf(x); }
 __device__ __forceinline__ double exp_acc(double x) { return exp(x); }
@@ -53,18 +51,44 @@ __device__ __forceinline__ bool before(A a, int64_t ia, A b, int64_t ib) {
   return a > b || (a == b && ia < ib);
 }
 
+// Merges the (log-sum-exp, argmax) partials of a warp's lanes; every lane gets the result.
+template <typename A>
+__device__ __forceinline__ void warp_merge(A& m, A& s, A& best, int64_t& bi) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const A m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    const A b2 = __shfl_xor_sync(0xffffffffu, best, o);
+    const int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+    lse_merge(m, s, m2, s2);
+    if (before(b2, i2, best, bi)) {
+      best = b2;
+      bi = i2;
+    }
+  }
+}
+
 template <typename scalar_t, typename attn_t>
 __global__ void __launch_bounds__(kThreads)
 greedy_update_kernel(const scalar_t* __restrict__ logits, int64_t V, int64_t pad, int64_t eos,
-                     const int64_t* __restrict__ t, const int64_t* __restrict__ maxlen, bool* __restrict__ alive,
+                     const int64_t* __restrict__ t, int64_t* __restrict__ t_next, const int64_t* __restrict__ maxlen,
+                     bool* __restrict__ alive,
                      int64_t* __restrict__ tokens, int64_t L, float* __restrict__ scores,
                      int64_t* __restrict__ out_len, int64_t* __restrict__ prev,
                      const attn_t* __restrict__ weights, attn_t* __restrict__ attn, int64_t S) {
-  using A = typename Acc<scalar_t>::type;
+  using A = typename cuda::Acc<scalar_t>::type;
   constexpr int kWarps = kThreads / 32;
   const A inf = std::numeric_limits<A>::infinity();
   const int64_t b = blockIdx.x;
   const scalar_t* x = logits + b * V;
+  // What the bookkeeping reads, loaded now so that its latency hides behind the pass over V.
+  const int64_t step = *t;
+  bool live = false;
+  int64_t ml = 0;
+  if (threadIdx.x == 0) {
+    live = alive[b];
+    ml = maxlen[b];
+  }
+  const bool has_attn = attn != nullptr && step >= 0 && step < L;
+  const attn_t w0 = has_attn && threadIdx.x < S ? weights[b * S + threadIdx.x] : attn_t(0);
   A m = -inf, s = 0, best = -inf;
   int64_t bi = INT64_MAX;
   for (int64_t v0 = threadIdx.x; v0 < V; v0 += int64_t(kThreads) * kBatch) {
@@ -85,19 +109,12 @@ greedy_update_kernel(const scalar_t* __restrict__ logits, int64_t V, int64_t pad
       }
     }
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const A m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-    const A b2 = __shfl_xor_sync(0xffffffffu, best, o);
-    const int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
-    lse_merge(m, s, m2, s2);
-    if (before(b2, i2, best, bi)) {
-      best = b2;
-      bi = i2;
-    }
-  }
+  warp_merge(m, s, best, bi);
   __shared__ A sm[kWarps], ss[kWarps], sb[kWarps];
   __shared__ int64_t si[kWarps];
   __shared__ bool s_emit;
+  __shared__ A s_lse, s_best;
+  __shared__ int64_t s_tok;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
     sm[warp] = m;
@@ -106,18 +123,17 @@ greedy_update_kernel(const scalar_t* __restrict__ logits, int64_t V, int64_t pad
     si[warp] = bi;
   }
   __syncthreads();
-  __shared__ A s_lse;
-  __shared__ int64_t s_tok;
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kWarps; ++w) {
-      lse_merge(m, s, sm[w], ss[w]);
-      if (before(sb[w], si[w], best, bi)) {
-        best = sb[w];
-        bi = si[w];
-      }
+  if (warp == 0) {  // the warps' partials merged by shuffles in warp 0 (kWarps <= 32)
+    m = lane < kWarps ? sm[lane] : -inf;
+    s = lane < kWarps ? ss[lane] : A(0);
+    best = lane < kWarps ? sb[lane] : -inf;
+    bi = lane < kWarps ? si[lane] : INT64_MAX;
+    warp_merge(m, s, best, bi);
+    if (lane == 0) {
+      s_lse = m + log_acc(s);
+      s_tok = bi == INT64_MAX ? 0 : bi;  // V = 1: only pad
+      s_best = bi == INT64_MAX ? static_cast<A>(x[0]) : best;
     }
-    s_lse = m + log_acc(s);
-    s_tok = bi == INT64_MAX ? 0 : bi;  // V = 1: only pad
   }
   __syncthreads();
   const A lse = s_lse;
@@ -134,35 +150,37 @@ greedy_update_kernel(const scalar_t* __restrict__ logits, int64_t V, int64_t pad
     __syncthreads();
     if (threadIdx.x == 0) {
       for (int w = 0; w < kWarps; ++w) first = min(first, si[w]);
-      if (first != INT64_MAX) s_tok = first;
+      if (first != INT64_MAX) {
+        s_tok = first;
+        s_best = static_cast<A>(x[first]);
+      }
     }
     __syncthreads();
   }
-  const int64_t step = *t;
   if (threadIdx.x == 0) {
     const int64_t tok = s_tok;
-    const A lp = static_cast<A>(x[tok]) - lse;
-    const bool live = alive[b];
+    const A lp = s_best - lse;
     if (live) scores[b] += static_cast<float>(lp);
     const bool emit = live && tok != eos;
     if (step >= 0 && step < L) tokens[b * L + step] = emit ? tok : pad;
     out_len[b] += emit;
-    alive[b] = emit && step + 1 < maxlen[b];
+    alive[b] = emit && step + 1 < ml;
     prev[b] = tok;
     s_emit = emit;
+    if (b == 0 && t_next != nullptr) *t_next = step + 1;
   }
-  if (attn == nullptr || step < 0 || step >= L) return;
+  if (!has_attn) return;
   __syncthreads();
   const bool emit = s_emit;
   attn_t* col = attn + (b * L + step) * S;
-  const attn_t* w = weights + b * S;
-  for (int64_t j = threadIdx.x; j < S; j += kThreads) col[j] = emit ? w[j] : attn_t(0);
+  if (threadIdx.x < S) col[threadIdx.x] = emit ? w0 : attn_t(0);
+  for (int64_t j = threadIdx.x + kThreads; j < S; j += kThreads) col[j] = emit ? weights[b * S + j] : attn_t(0);
 }
 
 }  // namespace
 
 void greedy_update_cuda(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t,
-                        int64_t pad, int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive,
+                        const OptTensor& t_next, int64_t pad, int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive,
                         const at::Tensor& tokens, const at::Tensor& scores, const at::Tensor& out_len,
                         const at::Tensor& prev, const OptTensor& attn) {
   c10::cuda::CUDAGuard guard(logits.device());
@@ -177,7 +195,8 @@ void greedy_update_cuda(const at::Tensor& logits, const OptTensor& weights, cons
     const at::ScalarType adt = has_attn ? attn->scalar_type() : logits.scalar_type();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, adt, "greedy_update_cuda_attn", [&] {
       greedy_update_kernel<logit_t, scalar_t><<<static_cast<int>(B), kThreads, 0, stream>>>(
-          logits.data_ptr<logit_t>(), V, pad, eos, t.data_ptr<int64_t>(), maxlen.data_ptr<int64_t>(),
+          logits.data_ptr<logit_t>(), V, pad, eos, t.data_ptr<int64_t>(),
+          t_next.has_value() && t_next->defined() ? t_next->data_ptr<int64_t>() : nullptr, maxlen.data_ptr<int64_t>(),
           alive.data_ptr<bool>(), tokens.data_ptr<int64_t>(), L, scores.data_ptr<float>(),
           out_len.data_ptr<int64_t>(), prev.data_ptr<int64_t>(),
           has_attn ? weights->data_ptr<scalar_t>() : nullptr, has_attn ? attn->data_ptr<scalar_t>() : nullptr, S);

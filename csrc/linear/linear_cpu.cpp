@@ -35,7 +35,7 @@ at::Tensor linear_small(const at::Tensor& x, const at::Tensor& weight, const Opt
     TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "fastrnn: linear_small takes floating point, got ",
                      x.scalar_type());
     py::gil_scoped_release no_gil;
-    return cuda::linear_small_cuda(x, weight, bias);
+    return cuda::linear_small_cuda(x, c10::nullopt, weight, bias, false);
 #else
     TORCH_CHECK(false, "fastrnn._C was built without CUDA");
 #endif
@@ -56,6 +56,26 @@ at::Tensor linear_small(const at::Tensor& x, const at::Tensor& weight, const Opt
   return y;
 }
 
+#ifdef FASTRNN_WITH_CUDA
+// act([x1, x2] W^T + b) for a few rows on CUDA, the concatenation and the activation (tanh or
+// none) inside the kernel: a decoder's attentional layer tanh(W_c [ctx; h]) in one launch.
+at::Tensor linear_small_cat(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& weight,
+                            const OptTensor& bias, bool tanh_out) {
+  check_shape(x1, "x1", {-1, -1});
+  const int64_t M = x1.size(0), K1 = x1.size(1);
+  check_same(x2, "x2", x1, "x1");
+  check_shape(x2, "x2", {M, -1});
+  check_same(weight, "weight", x1, "x1");
+  check_shape(weight, "weight", {-1, K1 + x2.size(1)});
+  check_opt(bias, "bias", x1, "x1", {weight.size(0)});
+  TORCH_CHECK(x1.is_cuda(), "fastrnn: linear_small_cat takes CUDA tensors, got ", x1.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(x1.scalar_type()), "fastrnn: linear_small_cat takes floating point, got ",
+                   x1.scalar_type());
+  py::gil_scoped_release no_gil;
+  return cuda::linear_small_cuda(x1, x2, weight, bias, tanh_out);
+}
+#endif
+
 }  // namespace
 
 void linear_init(py::module& m) {
@@ -66,6 +86,9 @@ void linear_init(py::module& m) {
   m.attr("SMALL_ROWS") = cpu::kSmallRows;  // fastrnn/ops/linear.py routes by the same bound
 #ifdef FASTRNN_WITH_CUDA
   m.attr("CUDA_SMALL_ROWS") = cuda::kCudaSmallRows;
+  m.def("linear_small_cat", &linear_small_cat,
+        "act([x1, x2] W^T + b) for a few rows on CUDA (act: tanh when tanh=True), one kernel",
+        py::arg("x1"), py::arg("x2"), py::arg("weight"), py::arg("bias"), py::arg("tanh"));
   m.def("linear_small_cuda_fits",
         [](int64_t M, int64_t K, bool fp64) { return cuda::small_rows_fit(M, K, fp64 ? at::kDouble : at::kFloat); },
         "Whether the CUDA small-rows kernel takes M rows of K inputs",

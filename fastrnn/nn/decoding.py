@@ -121,6 +121,7 @@ class _Greedy:
         self.maxlen = maxlen.clone()
         self.prev = torch.full((B,), bos, dtype=torch.long, device=dev)
         self.t = torch.zeros(1, dtype=torch.long, device=dev)
+        self.t_next = torch.zeros(1, dtype=torch.long, device=dev)
         self.tokens = torch.full((B, L), pad, dtype=torch.long, device=dev)
         self.attn = torch.zeros(B, L, S, dtype=adtype, device=dev) if has_attn else None
         self.scores = torch.zeros(B, dtype=torch.float32, device=dev)
@@ -147,8 +148,8 @@ class _Greedy:
         fastrnn.ops.decode.greedy_update); returns the decoder's new state."""
         logits, new, w = dec.step(self.prev, state)
         greedy_update(logits, w if self.attn is not None else None, self.t, self.pad, self.eos, self.maxlen,
-                      self.alive, self.tokens, self.scores, self.out_len, self.prev, self.attn)
-        self.t += 1
+                      self.alive, self.tokens, self.scores, self.out_len, self.prev, self.attn, t_next=self.t_next)
+        self.t, self.t_next = self.t_next, self.t      # the kernel wrote t + 1 into the other buffer
         return new
 
     def steps(self, dec, k: int) -> None:
@@ -214,7 +215,9 @@ class _Greedy:
 # are seen by the next replay, and replaced weights (.to(), a new Parameter) make a new key.
 _GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 MAX_CUDA_GRAPHS = 16  # per decoder; each holds its batch's buffers and its step's memory pool
-GRAPH_BUCKET = 8      # source positions and output tokens are rounded up to multiples of this
+GRAPH_BUCKET = 8      # source positions and output tokens are rounded up to multiples of this;
+# also the steps one replay runs: an even number, so that the two step-index buffers (t, t_next)
+# are back in place at the end of every replay
 
 
 def clear_cuda_graphs(dec=None) -> None:
@@ -290,8 +293,8 @@ def greedy_decode(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int,
                   max_len_a: float = 1.5, max_len_b: float = 5, cuda_graph: bool = False) -> DecodeResult:
     """Pick the most probable token at each step; scores are raw summed log-probabilities.
 
-    ``cuda_graph=True`` (CUDA tensors only) runs each token's step as one replay of a CUDA graph
-    (one launch instead of one per kernel); the tokens are the same as without it. The graph is
+    ``cuda_graph=True`` (CUDA tensors only) runs 8 tokens per replay of a CUDA graph (one launch
+    instead of one per kernel); the tokens are the same as without it. The graph is
     captured on the first call for a batch shape (B, and S and the maximum length each rounded up
     to a multiple of 8: the source is padded with masked positions) and kept with the decoder (up
     to ``MAX_CUDA_GRAPHS`` shapes, least recently used dropped first), so later calls of that

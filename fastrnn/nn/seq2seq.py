@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fastrnn.nn.attention import Attention, AttentionMemory
 from fastrnn.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
-from fastrnn.ops.linear import linear
+from fastrnn.ops.linear import linear, linear_cat
 
 CELLS = ("gru", "lstm")
 ATTENTION_KINDS = ("dot", "general", "low_rank", "additive")
@@ -383,7 +383,7 @@ class AttentionDecoder(nn.Module):
         w = None
         if self.attn is not None:
             ctx, w = self.attn(h, memory=state.memory)
-            o = torch.tanh(linear(torch.cat([ctx, h], 1), self.combine.weight, backend=self._linear_backend))
+            o = linear_cat(ctx, h, self.combine.weight, tanh=True, backend=self._linear_backend)
         elif self.combine is not None:
             o = torch.tanh(linear(h, self.combine.weight, backend=self._linear_backend))
         else:

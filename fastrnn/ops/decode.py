@@ -8,7 +8,8 @@ than the decoder's matrix-vector products at B=1. ``fastrnn._C.greedy_update`` d
 kernel per step (csrc/decode: a CUDA kernel and a C++ CPU kernel), one pass over each row's logits.
 
 The buffers are greedy_decode's (fastrnn/nn/decoding.py); ``t`` is a device tensor so that the
-step can be captured in a CUDA graph. The caller advances ``t`` afterwards.
+step can be captured in a CUDA graph. The kernel writes t + 1 into ``t_next`` when given (greedy
+decoding alternates two step buffers), else the caller advances ``t``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from fastrnn.ops._common import c_ext
 
 def reference(logits: Tensor, weights: Optional[Tensor], t: Tensor, pad: int, eos: int, maxlen: Tensor,
               alive: Tensor, tokens: Tensor, scores: Tensor, out_len: Tensor, prev: Tensor,
-              attn: Optional[Tensor]) -> None:
+              attn: Optional[Tensor], t_next: Optional[Tensor] = None) -> None:
     """The step in ATen ops (the kernels' specification; also the path for what they refuse)."""
     logp = torch.log_softmax(logits.float(), -1)
     logp[:, pad] = float("-inf")                              # padding is never an output
@@ -42,6 +43,8 @@ def reference(logits: Tensor, weights: Optional[Tensor], t: Tensor, pad: int, eo
     out_len += emit
     alive.copy_(emit & (t + 1 < maxlen))
     prev.copy_(tok)
+    if t_next is not None:
+        t_next.copy_(t + 1)
 
 
 _KERNEL_DTYPES = {"cpu": (torch.float32, torch.float64),
@@ -65,10 +68,12 @@ def _refusal(logits: Tensor, weights: Optional[Tensor], attn: Optional[Tensor]) 
 
 def greedy_update(logits: Tensor, weights: Optional[Tensor], t: Tensor, pad: int, eos: int, maxlen: Tensor,
                   alive: Tensor, tokens: Tensor, scores: Tensor, out_len: Tensor, prev: Tensor,
-                  attn: Optional[Tensor] = None, backend: Optional[str] = None) -> None:
+                  attn: Optional[Tensor] = None, t_next: Optional[Tensor] = None,
+                  backend: Optional[str] = None) -> None:
     """One greedy step's bookkeeping in place (see the module's docstring and csrc/decode/decode.h):
     logits [B,V], weights [B,S] (or None), t [1] long, maxlen [B] long, alive [B] bool, tokens [B,L]
-    long, scores [B] float32, out_len [B] long, prev [B] long, attn [B,L,S] (or None).
+    long, scores [B] float32, out_len [B] long, prev [B] long, attn [B,L,S] (or None), t_next [1]
+    long (or None): receives t + 1, so that two buffers can take turns as the step index.
     ``backend``: None (the kernel where it applies), 'kernel' (RuntimeError saying why not) or
     'reference'; FASTRNN_BACKEND=reference forces the reference too."""
     if backend not in (None, "kernel", "reference"):
@@ -76,12 +81,12 @@ def greedy_update(logits: Tensor, weights: Optional[Tensor], t: Tensor, pad: int
     if backend != "reference" and os.environ.get("FASTRNN_BACKEND") != "reference":
         why = _refusal(logits, weights, attn)
         if why is None:
-            c_ext().greedy_update(logits.contiguous(), None if attn is None else weights.contiguous(), t, pad,
-                                  eos, maxlen, alive, tokens, scores, out_len, prev, attn)
+            c_ext().greedy_update(logits.contiguous(), None if attn is None else weights.contiguous(), t, t_next,
+                                  pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn)
             return
         if backend == "kernel":
             raise RuntimeError(f"fastrnn.greedy_update: the kernel cannot run this call: {why}")
-    reference(logits, weights, t, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn)
+    reference(logits, weights, t, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn, t_next)
 
 
 __all__ = ["greedy_update", "reference"]

@@ -34,8 +34,9 @@ _DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _refusal(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Optional[str]:
-    """Why linear_small cannot take this call, or None."""
+def _refusal(x: Tensor, weight: Tensor, bias: Optional[Tensor], k: Optional[int] = None) -> Optional[str]:
+    """Why linear_small cannot take this call, or None. ``k``: the weight's input size when x is
+    only the first part of the input (linear_cat), else x's last dimension."""
     cuda = x.device.type == "cuda"
     if x.device.type not in ("cpu", "cuda") or weight.device != x.device:
         return f"needs CPU or CUDA tensors on one device, got {x.device} and {weight.device}"
@@ -43,7 +44,7 @@ def _refusal(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Optional[str]
     if x.dtype not in dtypes or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         names = ", ".join(str(d).replace("torch.", "") for d in dtypes[:-1]) + " or " + str(dtypes[-1])[6:]
         return f"takes {names} with x, weight and bias of one dtype"
-    if x.dim() < 1 or weight.dim() != 2 or x.shape[-1] != weight.shape[1] or x.shape[-1] == 0 \
+    if x.dim() < 1 or weight.dim() != 2 or (x.shape[-1] if k is None else k) != weight.shape[1] or x.shape[-1] == 0 \
             or (bias is not None and tuple(bias.shape) != (weight.shape[0],)):
         return "shapes are not x [*, K], weight [N, K], bias [N]"  # F.linear names the mismatch
     rows = x.numel() // x.shape[-1]
@@ -55,7 +56,7 @@ def _refusal(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Optional[str]
     if cuda:
         if not hasattr(C, "linear_small_cuda_fits"):
             return "fastrnn._C was built without CUDA"
-        if not C.linear_small_cuda_fits(rows, x.shape[-1], x.dtype == torch.float64):
+        if not C.linear_small_cuda_fits(rows, weight.shape[1], x.dtype == torch.float64):
             return f"takes 1 to {C.CUDA_SMALL_ROWS} rows, got {rows}"
     elif not 0 < rows <= SMALL_ROWS:
         return f"takes 1 to {SMALL_ROWS} rows, got {rows}"
@@ -80,4 +81,23 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, backend: Op
     return F.linear(x, weight, bias)
 
 
-__all__ = ["linear", "SMALL_ROWS"]
+def linear_cat(x1: Tensor, x2: Tensor, weight: Tensor, bias: Optional[Tensor] = None, tanh: bool = False,
+               backend: Optional[str] = None) -> Tensor:
+    """act(cat([x1, x2], -1) W^T + b) for x1 [B, K1], x2 [B, K2], act = tanh when ``tanh`` else
+    none: a decoder's attentional layer tanh(W_c [ctx; h]). On CUDA with at most 8 rows and no
+    gradients one kernel (the concatenation and the tanh inside it: two launches fewer per
+    decoding step); otherwise torch.cat, ``linear`` and torch.tanh. ``backend`` as ``linear``."""
+    if backend not in (None, "kernel", "cpu", "reference"):
+        raise ValueError(f"backend must be 'kernel', 'reference' or None, got {backend!r}")
+    C = c_ext()
+    if (backend != "reference" and os.environ.get("FASTRNN_BACKEND") != "reference" and x1.device.type == "cuda"
+            and C is not None and hasattr(C, "linear_small_cat") and x1.dim() == 2 and x2.dim() == 2
+            and x2.shape[0] == x1.shape[0] and x2.dtype == x1.dtype and x2.device == x1.device
+            and not needs_autograd(x2)
+            and _refusal(x1, weight, bias, k=x1.shape[1] + x2.shape[1]) is None):
+        return C.linear_small_cat(x1, x2, weight, bias, bool(tanh))
+    y = linear(torch.cat([x1, x2], -1), weight, bias, backend=backend)
+    return torch.tanh(y) if tanh else y
+
+
+__all__ = ["linear", "linear_cat", "SMALL_ROWS"]

@@ -37,8 +37,9 @@ def _case(dev, dtype, B=6, V=37, L=5, S=7, t=2, pad=3, seed=0, attn=True):
 
 def _run(fn, logits, weights, st, pad=3, eos=2, **kw):
     st = {k: (v.clone() if v is not None else None) for k, v in st.items()}
+    st["t_next"] = torch.full_like(st["t"], -7)
     fn(logits, weights, st["t"], pad, eos, st["maxlen"], st["alive"], st["tokens"], st["scores"],
-       st["out_len"], st["prev"], st["attn"], **kw)
+       st["out_len"], st["prev"], st["attn"], t_next=st["t_next"], **kw)
     return st
 
 
@@ -51,10 +52,11 @@ def test_kernel_matches_the_reference(dev, dtype, t, attn):
     logits, weights, st = _case(dev, dtype, t=t, attn=attn)
     ref = _run(reference, logits, weights, st)
     ours = _run(greedy_update, logits, weights, st, backend="kernel")
-    for k in ("tokens", "out_len", "alive", "prev", "attn"):
+    for k in ("tokens", "out_len", "alive", "prev", "attn", "t", "t_next"):
         if ref[k] is not None:
             assert torch.equal(ours[k], ref[k]), k
     torch.testing.assert_close(ours["scores"], ref["scores"], rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert ours["t"].item() == t and ours["t_next"].item() == t + 1
     # the cases do what they are there for
     assert ours["prev"][0].item() != 3 and ours["prev"][1].item() == 5 and ours["prev"][2].item() == 11
     assert ours["prev"][3].item() == 0 and torch.isnan(ours["scores"][3])
@@ -109,3 +111,6 @@ def test_bad_arguments_raise_clear_errors():
         _run(greedy_update, logits, weights, st, pad=37, backend="kernel")
     with pytest.raises(ValueError, match="backend must be"):
         _run(greedy_update, logits, weights, st, backend="nope")
+    with pytest.raises(ValueError, match="t_next must be another buffer"):
+        greedy_update(logits, weights, st["t"], 3, 2, st["maxlen"], st["alive"], st["tokens"], st["scores"],
+                      st["out_len"], st["prev"], st["attn"], t_next=st["t"], backend="kernel")

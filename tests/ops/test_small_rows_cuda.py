@@ -10,7 +10,7 @@ from fastrnn import _ext
 from fastrnn.ops import gru, linear, lstm
 from fastrnn.ops.gru import naive as gru_naive
 from fastrnn.ops.lstm import naive as lstm_naive
-from fastrnn.ops.linear import _refusal
+from fastrnn.ops.linear import _refusal, linear_cat
 
 TOL = {torch.float32: 2e-5, torch.float64: 1e-12, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 gpu = pytest.mark.gpu
@@ -48,6 +48,32 @@ def test_linear_small_rows_unaligned_weight_and_leading_dims():
         y = linear(x, w, backend="kernel")
     torch.testing.assert_close(y, F.linear(x, w), rtol=2e-5, atol=2e-5)
     assert y.shape == (2, 3, 40)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("M,K1,K2,N", [(1, 600, 600, 600), (3, 7, 5, 33), (8, 64, 3, 100)])
+@pytest.mark.parametrize("tanh", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_cat_matches_fp64(dtype, M, K1, K2, N, tanh, bias):
+    """The decoder's attentional layer tanh(W [ctx; h]) in one kernel (two input parts, tanh)."""
+    g = torch.Generator().manual_seed(M + K1 + K2 + N)
+    x1, x2, w = _rand(M, K1, gen=g), _rand(M, K2, gen=g), _rand(N, K1 + K2, gen=g, scale=(K1 + K2) ** -0.5)
+    b = _rand(N, gen=g) if bias else None
+    ref = F.linear(torch.cat([x1, x2], 1), w, b)
+    ref = torch.tanh(ref) if tanh else ref
+    dev = [t.to(dtype).cuda() if t is not None else None for t in (x1, x2, w, b)]
+    with torch.no_grad():
+        y = linear_cat(*dev, tanh=tanh)
+    torch.testing.assert_close(y.double().cpu(), ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("tanh", [True, False])
+def test_linear_cat_elsewhere_is_cat_linear_tanh(tanh):
+    g = torch.Generator().manual_seed(0)
+    x1, x2, w, b = (_rand(*s, gen=g, dtype=torch.float32) for s in ((2, 5), (2, 3), (4, 8), (4,)))
+    ref = F.linear(torch.cat([x1, x2], 1), w, b)
+    torch.testing.assert_close(linear_cat(x1, x2, w, b, tanh=tanh), torch.tanh(ref) if tanh else ref)
 
 
 def test_linear_routing():
