@@ -88,8 +88,8 @@ void greedy_update_cpu(const at::Tensor& logits, const OptTensor& weights, const
 }
 
 void check_greedy_args(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t,
-                       const OptTensor& t_next, int64_t pad,
-                       int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive, const at::Tensor& tokens,
+                       const OptTensor& t_next, int64_t pad, const at::Tensor& maxlen, const at::Tensor& alive,
+                       const at::Tensor& tokens,
                        const at::Tensor& scores, const at::Tensor& out_len, const at::Tensor& prev,
                        const OptTensor& attn) {
   check_shape(logits, "logits", {-1, -1});
@@ -123,7 +123,6 @@ void check_greedy_args(const at::Tensor& logits, const OptTensor& weights, const
     need(*weights, "weights", weights->scalar_type(), {B, S});
     need(*attn, "attn", weights->scalar_type(), {B, tokens.size(1), S});
   }
-  (void)eos;
 }
 
 void greedy_update(const at::Tensor& logits, const OptTensor& weights, const at::Tensor& t, const OptTensor& t_next,
@@ -131,7 +130,7 @@ void greedy_update(const at::Tensor& logits, const OptTensor& weights, const at:
                    int64_t eos, const at::Tensor& maxlen, const at::Tensor& alive, const at::Tensor& tokens,
                    const at::Tensor& scores, const at::Tensor& out_len, const at::Tensor& prev,
                    const OptTensor& attn) {
-  check_greedy_args(logits, weights, t, t_next, pad, eos, maxlen, alive, tokens, scores, out_len, prev, attn);
+  check_greedy_args(logits, weights, t, t_next, pad, maxlen, alive, tokens, scores, out_len, prev, attn);
   py::gil_scoped_release no_gil;
   if (logits.is_cuda()) {
 #ifdef FASTRNN_WITH_CUDA
