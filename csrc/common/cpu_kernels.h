@@ -77,22 +77,36 @@ inline int64_t input_chunk_steps(int64_t T, int64_t B, int64_t step_bytes, bool 
 // and the caller uses ATen's GEMM.
 // pack_rows_for_gemm: the same for the rows of `top` [K1, N] followed by those of `bottom`
 // [K2, N] (undefined: none), without concatenating them first (the backward's
-// H_prev = [h0; y_0 .. y_{T-2}]).
+// H_prev = [h0; y_0 .. y_{T-2}]). With `right_top` (and `right_bottom`), the columns of
+// [right_top; right_bottom] [K, N2] follow those of [top; bottom]: B = [X | H_prev], the
+// K x (N + N2) operand of an LSTM's two weight gradients computed in one pass.
 template <typename scalar_t>
-at::Tensor pack_rows_for_gemm(const at::Tensor& top, const at::Tensor& bottom, int64_t rows) {
+at::Tensor pack_rows_for_gemm(const at::Tensor& top, const at::Tensor& bottom, int64_t rows,
+                              const at::Tensor& right_top = at::Tensor(), const at::Tensor& right_bottom = at::Tensor()) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)
   if constexpr (std::is_same_v<scalar_t, float>) {
     const int64_t K1 = top.size(0), K2 = bottom.defined() ? bottom.size(0) : 0, K = K1 + K2, N = top.size(1);
-    if (rows >= kPackRows && N % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
-      at::Tensor out = at::empty({K * N}, top.options());
+    const int64_t N2 = right_top.defined() ? right_top.size(1) : 0;
+    if (rows >= kPackRows && N % 32 == 0 && N2 % 32 == 0 && K > 0 && host::cpu_has_avx512()) {
+      TORCH_CHECK(!right_top.defined() ||
+                      right_top.size(0) + (right_bottom.defined() ? right_bottom.size(0) : 0) == K,
+                  "fastrnn: pack_rows_for_gemm: the two operands' row counts differ");
+      at::Tensor out = at::empty({K * (N + N2)}, top.options());
       float* dst = out.data_ptr<float>();
+      // Strips [s0, s1) of [t; b] into dst (its first row's strips at dst, K rows a strip).
+      auto pack = [&](const at::Tensor& t, const at::Tensor& b, int64_t s0, int64_t s1, float* d) {
+        const int64_t kt = t.size(0);
+        host::pack_strips(t.data_ptr<float>(), t.stride(0), t.stride(1), kt, s0 * 32, s1 * 32, d, K);
+        if (b.defined() && b.size(0) > 0)
+          host::pack_strips(b.data_ptr<float>(), b.stride(0), b.stride(1), b.size(0), s0 * 32, s1 * 32, d + kt * 32, K);
+      };
       // in parallel over the strips (the backward packs x and h_{t-1}: 2 MB each for an LSTM
       // at T*B = 2048, H = 256)
-      at::parallel_for(0, N / 32, std::max<int64_t>(1, 16384 / K), [&](int64_t s0, int64_t s1) {
-        host::pack_strips(top.data_ptr<float>(), top.stride(0), top.stride(1), K1, s0 * 32, s1 * 32, dst, K);
-        if (K2 > 0)
-          host::pack_strips(bottom.data_ptr<float>(), bottom.stride(0), bottom.stride(1), K2, s0 * 32, s1 * 32,
-                            dst + K1 * 32, K);
+      at::parallel_for(0, (N + N2) / 32, std::max<int64_t>(1, 16384 / K), [&](int64_t s0, int64_t s1) {
+        const int64_t l1 = std::min(s1, N / 32);
+        if (s0 < l1) pack(top, bottom, s0, l1, dst);
+        const int64_t r0 = std::max(s0, N / 32);
+        if (r0 < s1) pack(right_top, right_bottom, r0 - N / 32, s1 - N / 32, dst + N * K);
       });
       return out;
     }
@@ -166,17 +180,19 @@ void for_batch_groups(int64_t B, int64_t groups, const F& fn) {
 // over 8-row groups of C, so that each thread packs only its own rows of A^T into panels; split
 // over the strips, every thread packed all of A. LSTM dW_ih at T*B = 2048, 4H = 1024, I = 256
 // on the idle dev machine, 2 threads: 5.49 -> 5.2 ms (the same FLOPs with A row-major, dx:
-// 5.0).
+// 5.0). With C2: the columns of B from n_split on are a second product's, written to C2
+// (leading dimension ldc2) at column n - n_split (host::gemm_f32_avx512).
 template <typename scalar_t>
 bool fast_weight_grad(int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const at::Tensor& Bp,
-                      scalar_t* C, int64_t ldc) {
+                      scalar_t* C, int64_t ldc, scalar_t* C2 = nullptr, int64_t ldc2 = 0, int64_t n_split = -1) {
 #if defined(FASTRNN_HAS_AVX512_GEMM)
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (!Bp.defined()) return false;
     const float* b = Bp.data_ptr<float>();
     at::parallel_for(0, (M + 7) / 8, 1, [&](int64_t g0, int64_t g1) {
       const int64_t m0 = g0 * 8, m1 = std::min(M, g1 * 8);
-      host::gemm_f32_avx512(m1 - m0, K, A + m0, lda, b, C + m0 * ldc, ldc, false, 0, N, nullptr, true);
+      host::gemm_f32_avx512(m1 - m0, K, A + m0, lda, b, C + m0 * ldc, ldc, false, 0, N, nullptr, true,
+                            C2 ? C2 + m0 * ldc2 : nullptr, ldc2, n_split);
     });
     return true;
   }

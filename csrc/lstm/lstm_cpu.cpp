@@ -362,19 +362,18 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& dy, const at::Tensor& dhT, co
                            dx.data_ptr<scalar_t>(), I, false))
     dx = at::mm(dG2, w_ih).view({T, B, I});
   // dW_ih = dG^T X and dW_hh = dG^T H_prev with H_prev = [h0; y_0..y_{T-2}], on the AVX-512 GEMM
-  // (reading dG as the transposed A, in place) where it applies, else ATen.
+  // where it applies, else ATen: one pass over B = [X | H_prev], which reads dG as the transposed
+  // A in place and packs it once for both (fast_weight_grad's two outputs).
   at::Tensor dw_ih = at::empty({4 * H, I}, opts), dw_hh = at::empty({4 * H, P}, opts);
   const scalar_t* dg = dG2.data_ptr<scalar_t>();
-  at::Tensor x_p = pack_for_gemm<scalar_t>(x2, 4 * H);
-  at::Tensor h_p = x_p.defined()
-                       ? pack_rows_for_gemm<scalar_t>(h0, y.narrow(0, 0, T - 1).view({(T - 1) * B, P}), 4 * H)
-                       : at::Tensor();
-  if (!x_p.defined() || !h_p.defined()) {
+  at::Tensor xh_p = pack_rows_for_gemm<scalar_t>(x2, at::Tensor(), 4 * H, h0,
+                                                 y.narrow(0, 0, T - 1).view({(T - 1) * B, P}));
+  if (!xh_p.defined()) {
     at::mm_out(dw_ih, dG2.t(), x2);
     at::mm_out(dw_hh, dG2.t(), at::cat({h0.unsqueeze(0), y.narrow(0, 0, T - 1)}).view({T * B, P}));
   } else {
-    fast_weight_grad<scalar_t>(4 * H, I, T * B, dg, 4 * H, x_p, dw_ih.data_ptr<scalar_t>(), I);
-    fast_weight_grad<scalar_t>(4 * H, P, T * B, dg, 4 * H, h_p, dw_hh.data_ptr<scalar_t>(), P);
+    fast_weight_grad<scalar_t>(4 * H, I + P, T * B, dg, 4 * H, xh_p, dw_ih.data_ptr<scalar_t>(), I,
+                               dw_hh.data_ptr<scalar_t>(), P, I);
   }
   at::Tensor db = (defined(b_ih) || defined(b_hh)) ? dG2.sum(0) : at::Tensor();
   at::Tensor db_ih = defined(b_ih) ? db : at::Tensor();

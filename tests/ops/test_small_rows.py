@@ -190,10 +190,12 @@ def _packed_case(cell, H, ragged, T=37, B=7):
 @needs_cpu
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("ragged", [False, True])
-@pytest.mark.parametrize("H", [32, 96])
+@pytest.mark.parametrize("H", [32, 96, 160])
 def test_packed_gemm_path_outputs_and_gradients(cell, ragged, H):
-    # H a multiple of 32 (3H, 4H and H too, so every GEMM that can be packed is; at H=96 the
-    # weight grads' transposed A is packed in a 96-row block and 8-row panels), fp32 against fp64.
+    # H a multiple of 32 (3H, 4H and H too, so every GEMM that can be packed is), fp32 against
+    # fp64. The weight grads' transposed A is packed in blocks of up to 512 rows of 8-row panels:
+    # one block at H=32 and 96, a full block and a part one for the LSTM at H=160 (4H = 640).
+    # The LSTM's dW_ih and dW_hh come from one pass over [X | H_prev] (I=320, H: two outputs).
     ours, ref = _packed_case(cell, H, ragged)
     for a, b in zip(ours(), ref()):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * (1 + b.abs().max().item()))
