@@ -6,9 +6,14 @@ Every step runs, one optimizer update per mini-batch, in this order:
                                            greedily; the model learns to recover the original
   parallel(src->tgt), parallel(tgt->src)   semi-supervised (--parallel N) or alone (--supervised N)
 
-Resumability: a checkpoint holds the model, the optimizer, every rank's RNG states and each data
-stream's (epoch, position); nothing else draws random numbers, so `--resume` after a kill
-continues exactly as the uninterrupted run (same losses).
+Weight averaging (--ema DECAY, off by default; the short presets use it): an exponential moving
+average of the weights, updated after every step, is what dev BLEU scores and model.pt keeps;
+with --ema-bt it also back-translates. A few hundred steps of Adam at lr 1e-3 on mini-batches of
+32 leave dev BLEU swinging by a point from one evaluation to the next; the average does not.
+
+Resumability: a checkpoint holds the model (and its average), the optimizer, every rank's RNG
+states and each data stream's (epoch, position); nothing else draws random numbers, so `--resume`
+after a kill continues exactly as the uninterrupted run (same losses).
 
 Data parallelism: under torchrun every rank takes its slice of each global batch, gradients are
 averaged with all_reduce (gloo on CPU, NCCL on GPUs) before clipping, so the replicas stay
@@ -16,6 +21,7 @@ identical; rank 0 alone writes files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -68,6 +74,15 @@ class TrainConfig:
     # of norm ~0.8, coordinates ~0.05). A uniform scale keeps the shared space's geometry; at
     # 1.0 the inputs have the magnitude of a fresh nn.Embedding and tied logits can be sharp.
     embed_rms: float = 0.0
+    # Exponential moving average of the weights (Polyak averaging; 0: off): dev BLEU, model
+    # selection and model.pt use the average, back-translation the current weights (with ema_bt
+    # the average). The decay is min(ema, (1 + step) / (10 + step)) (TensorFlow's
+    # ExponentialMovingAverage with num_updates): until that ramp reaches `ema` (step 890 for
+    # 0.99) the average spans about the last step / 9 steps, so neither the random initial
+    # weights nor the first steps linger in it; a run of a few hundred steps never gets past the
+    # ramp, whatever the decay.
+    ema: float = 0.0
+    ema_bt: bool = False            # back-translate with the averaged weights (a mean teacher)
     model: dict = field(default_factory=dict)
 
     @property
@@ -100,6 +115,8 @@ def variant_name(cfg: TrainConfig) -> str:
         name += f"-para{n}"
     if cfg.model.get("attention", "general") != "general":
         name += f"-att-{cfg.model['attention']}"
+    if cfg.ema:
+        name += f"-ema{cfg.ema:g}" + ("-bt" if cfg.ema_bt else "")
     return name
 
 
@@ -229,6 +246,11 @@ class Trainer:
         self.embed_dim = joint.shape[1]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        if not 0.0 <= cfg.ema < 1.0:
+            raise ValueError(f"--ema must be in [0, 1), got {cfg.ema}")
+        if cfg.ema_bt and not cfg.ema:
+            raise ValueError("--ema-bt needs --ema")
+        self.ema = [p.detach().clone() for p in self.params] if cfg.ema else None
         self.mono, self.para = load_corpora(cfg, self.vocabs)
         r, w = self.dist.rank, self.dist.world
         self.streams: Dict[str, Stream] = {}
@@ -274,7 +296,7 @@ class Trainer:
             x, xl = pad_batch([self.word_by_word[(a, b)][torch.tensor(s)].tolist() for s in sents])
             return vb.to_joint(x), xl, a, va.as_target(y), yl
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), (self.averaged() if self.cfg.ema_bt else contextlib.nullcontext()):
             res = self.model.translate(va.to_joint(y).to(self.device), yl.to(self.device), b,
                                        max_len_a=self.cfg.bt_max_len_a, max_len_b=self.cfg.bt_max_len_b)
         self.model.train()
@@ -294,6 +316,31 @@ class Trainer:
         self.opt.step()
         self.tokens += int(xl.sum()) + ntok
         return float(loss_sum.detach()) / max(ntok, 1)
+
+    def update_ema(self):
+        """ema <- d * ema + (1 - d) * weights, once a step, d = min(--ema, (1 + step) / (10 + step))."""
+        if self.ema is None:
+            return
+        d = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - d)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The model holds the averaged weights inside the block (no-op without --ema)."""
+        if self.ema is None:
+            yield
+            return
+        with torch.no_grad():
+            current = [p.detach().clone() for p in self.params]
+            for p, e in zip(self.params, self.ema):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, c in zip(self.params, current):
+                    p.copy_(c)
 
     # -- checkpoints
 
@@ -315,7 +362,7 @@ class Trainer:
         blob.update({"optim": self.opt.state_dict(), "streams": {n: s.state() for n, s in self.streams.items()},
                      "rngs": rngs, "history": self.history, "dev_history": self.dev_history,
                      "best_bleu": self.best_bleu, "train_time": self.train_time, "tokens": self.tokens,
-                     "window": self.window})
+                     "window": self.window, "ema": self.ema})
         atomic_torch_save(blob, self.checkpoint_path())
         self.write_log()
 
@@ -346,6 +393,12 @@ class Trainer:
         self.step, self.history, self.dev_history = blob["step"], blob["history"], blob["dev_history"]
         self.best_bleu, self.train_time, self.tokens = blob["best_bleu"], blob["train_time"], blob["tokens"]
         self.window = blob.get("window", {})
+        if self.ema is not None:
+            if blob.get("ema") is None:
+                raise ValueError(f"{path} was written without --ema; resume it without --ema or use a fresh "
+                                 f"--model directory")
+            for e, saved in zip(self.ema, blob["ema"]):
+                e.copy_(saved)
         return True
 
     def write_log(self):
@@ -361,14 +414,15 @@ class Trainer:
             return None
         src, tgt = self.cfg.langs
         row = {"step": self.step}
-        for a, b in ((src, tgt), (tgt, src)):
-            res, _ = evaluate_split(self.model, self.vocabs, self.cfg.work, a, b, "dev", limit=self.cfg.dev_sents)
-            row[f"{a}-{b}"] = res["bleu"]
-        self.dev_history.append(row)
-        bleu = (row[f"{src}-{tgt}"] + row[f"{tgt}-{src}"]) / 2
-        if bleu > self.best_bleu:
-            self.best_bleu = bleu
-            atomic_torch_save(self._model_blob(), os.path.join(self.cfg.model_dir, "model.pt"))
+        with self.averaged():
+            for a, b in ((src, tgt), (tgt, src)):
+                res, _ = evaluate_split(self.model, self.vocabs, self.cfg.work, a, b, "dev", limit=self.cfg.dev_sents)
+                row[f"{a}-{b}"] = res["bleu"]
+            self.dev_history.append(row)
+            bleu = (row[f"{src}-{tgt}"] + row[f"{tgt}-{src}"]) / 2
+            if bleu > self.best_bleu:
+                self.best_bleu = bleu
+                atomic_torch_save(self._model_blob(), os.path.join(self.cfg.model_dir, "model.pt"))
         return row
 
     def replicas_identical(self) -> bool:
@@ -392,6 +446,7 @@ class Trainer:
         t_last = time.perf_counter()
         while self.step < cfg.steps:
             losses = {f"{k}.{a}-{b}": self.train_step(k, a, b) for k, a, b in tasks}
+            self.update_ema()
             self.step += 1
             now = time.perf_counter()
             self.train_time += now - t_last
@@ -421,9 +476,11 @@ class Trainer:
             if out_of_time:
                 break
         bar.close()
-        # without dev evaluations there is no selection: model.pt is the last weights
+        # without dev evaluations there is no selection: model.pt is the last weights (averaged
+        # with --ema)
         if self.dist.main and (not self.dev_history or not os.path.exists(os.path.join(cfg.model_dir, "model.pt"))):
-            atomic_torch_save(self._model_blob(), os.path.join(cfg.model_dir, "model.pt"))
+            with self.averaged():
+                atomic_torch_save(self._model_blob(), os.path.join(cfg.model_dir, "model.pt"))
         return self.history
 
 
@@ -439,7 +496,7 @@ def config_from_args(args) -> TrainConfig:
                       backtranslation=not args.no_backtranslation, bpe=args.bpe, parallel=parallel,
                       supervised=bool(args.supervised), eval_every=args.eval_every, save_every=args.save_every,
                       log_every=args.log_every, embed_rms=args.embed_rms, bt_init_steps=args.bt_init_steps,
-                      dev_sents=args.dev_sents,
+                      dev_sents=args.dev_sents, ema=args.ema, ema_bt=args.ema_bt,
                       model={"cell": args.cell, "layers": args.layers, "hidden": args.hidden,
                              "attention": args.attention, "input_feeding": not args.no_input_feeding,
                              "dropout": args.dropout, "freeze_embeddings": not args.train_embeddings,
@@ -530,6 +587,11 @@ def add_args(sub):
     p.add_argument("--embed-rms", type=float, default=0.0,
                    help="scale the fixed cross-lingual embeddings to this per-coordinate RMS (0: keep the "
                         "mapped scale, rows of norm ~0.8); 1.0 speeds up learning, with --tie-output most")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.99) for dev BLEU, model "
+                        "selection and model.pt; back-translation uses the current weights (0: off)")
+    p.add_argument("--ema-bt", action="store_true",
+                   help="with --ema: back-translate with the averaged weights too (a mean teacher)")
     p.add_argument("--save-replicas", action="store_true", help=argparse_suppress())
     p.set_defaults(func=cmd_train)
 

@@ -321,6 +321,72 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_losses(work, tmp_path)
     assert torch.load(os.path.join(str(tmp_path / "a"), "model.pt"), weights_only=False)["step"] == 7
 
 
+def test_ema_weights_are_the_running_average_and_survive_a_resume(work, tmp_path):
+    # --ema: after each step ema <- d ema + (1 - d) w with d = min(decay, (1 + s) / (10 + s));
+    # model.pt holds the average (without dev evaluations: the last one), the checkpoint both.
+    flags = ["--ema", "0.5", "--steps", "4", "--save-every", "2"]
+    tr = T.Trainer(tiny_config(work, str(tmp_path / "a"), *flags), log=lambda *a: None)
+    expect = [p.detach().clone() for p in tr.params]
+    real_update = tr.update_ema
+
+    def update_and_follow():
+        d = min(0.5, (1 + tr.step) / (10 + tr.step))
+        for e, p in zip(expect, tr.params):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        real_update()
+
+    tr.update_ema = update_and_follow
+    tr.fit(progress=False)
+    for e, got in zip(expect, tr.ema):
+        torch.testing.assert_close(got, e, rtol=1e-6, atol=1e-7)
+    assert any(not torch.equal(e, p) for e, p in zip(tr.ema, tr.params))   # the average is not the weights
+    names = [n for n, p in tr.model.named_parameters() if p.requires_grad]
+    saved = torch.load(os.path.join(str(tmp_path / "a"), "model.pt"), weights_only=False)["state_dict"]
+    for n, e in zip(names, tr.ema):
+        assert torch.equal(saved[n], e.cpu()), n
+    # inside averaged() the model holds the average, after it the trained weights again
+    current = [p.detach().clone() for p in tr.params]
+    with tr.averaged():
+        assert all(torch.equal(p, e) for p, e in zip(tr.params, tr.ema))
+    assert all(torch.equal(p, c) for p, c in zip(tr.params, current))
+    # a killed run resumed from step 2 ends with the same average
+    killed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
+    with pytest.raises(T.SimulatedKill):
+        killed.fit(progress=False, crash_after=3)
+    resumed = T.Trainer(tiny_config(work, str(tmp_path / "b"), *flags), log=lambda *a: None)
+    resumed.fit(resume=True, progress=False)
+    for a, b in zip(resumed.ema, tr.ema):
+        assert torch.equal(a, b)
+    # a checkpoint without an average cannot be resumed with --ema
+    plain = T.Trainer(tiny_config(work, str(tmp_path / "c"), "--steps", "2", "--save-every", "2"), log=lambda *a: None)
+    plain.fit(progress=False)
+    with pytest.raises(ValueError, match="without --ema"):
+        T.Trainer(tiny_config(work, str(tmp_path / "c"), *flags), log=lambda *a: None).load_checkpoint()
+    with pytest.raises(ValueError, match="--ema must be in"):
+        T.Trainer(tiny_config(work, str(tmp_path / "d"), "--ema", "1"), log=lambda *a: None)
+    with pytest.raises(ValueError, match="--ema-bt needs --ema"):
+        T.Trainer(tiny_config(work, str(tmp_path / "d"), "--ema-bt"), log=lambda *a: None)
+
+
+def test_ema_bt_back_translates_with_the_averaged_weights(work, tmp_path):
+    tr = T.Trainer(tiny_config(work, str(tmp_path / "m"), "--ema", "0.9", "--ema-bt"), log=lambda *a: None)
+    with torch.no_grad():
+        for e in tr.ema:                       # an average unlike the weights
+            e.add_(torch.randn_like(e))
+    seen = []
+    real = tr.model.translate
+
+    def spy(*a, **k):
+        seen.append([p.detach().clone() for p in tr.params])
+        return real(*a, **k)
+
+    tr.model.translate = spy
+    current = [p.detach().clone() for p in tr.params]
+    tr._batch("backtrans", "de", "en")
+    assert len(seen) == 1 and all(torch.equal(a, b) for a, b in zip(seen[0], tr.ema))
+    assert all(torch.equal(p, c) for p, c in zip(tr.params, current))   # the weights are back
+
+
 def test_variants_build_their_objectives(work, tmp_path):
     tasks = lambda *f: [t[0] for t in tiny_config(work, str(tmp_path), *f).objectives()]
     assert tasks("--no-backtranslation") == ["denoise", "denoise"]
