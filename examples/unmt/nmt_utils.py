@@ -223,29 +223,41 @@ class SharedSpace:
 
 def bpe_embeddings(sp_path: str, words: List[str], vectors: torch.Tensor, corpus: List[List[str]],
                    seed: int = 0):
-    """Vectors for a language's BPE pieces in the shared space: each piece gets the mean mapped
-    vector of the words it appears in (words weighted equally), so the cross-lingual signal of
-    the word mapping carries over to subwords. Pieces no mapped word contains get a small random
-    vector. Returns (pieces, vectors)."""
+    """Vectors for a language's BPE pieces in the shared space, so the cross-lingual signal of the
+    word mapping carries over to subwords. A piece that is a whole mapped word ("▁the") gets that
+    word's vector; any other piece the mean mapped vector of the words it appears in, weighted by
+    their counts in `corpus` (equal weights let the many rare words drown the frequent ones that
+    the piece mostly stands for). Pieces no mapped word contains get a small random vector.
+    Returns (pieces in corpus frequency order, vectors)."""
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=sp_path)
     pieces: Dict[str, int] = {}
+    counts: Dict[str, int] = {}
     for toks in corpus:
+        for w in toks:
+            counts[w] = counts.get(w, 0) + 1
         for p in sp.encode(" ".join(toks), out_type=str):
             pieces[p] = pieces.get(p, 0) + 1
     order = sorted(pieces, key=lambda p: -pieces[p])
     pos = {p: i for i, p in enumerate(order)}
-    acc = torch.zeros(len(order), vectors.shape[1])
-    cnt = torch.zeros(len(order))
-    for w, v in zip(words, vectors):
-        for p in sp.encode(w, out_type=str):
-            if p in pos:
-                acc[pos[p]] += v
-                cnt[pos[p]] += 1
+    acc = torch.zeros(len(order), vectors.shape[1], dtype=torch.float64)
+    cnt = torch.zeros(len(order), dtype=torch.float64)
+    whole: Dict[int, int] = {}                      # piece -> the mapped word it is
+    for k, w in enumerate(words):
+        split = sp.encode(w, out_type=str)
+        ps = [pos[p] for p in split if p in pos]
+        if len(split) == 1 and ps:
+            whole[ps[0]] = k
+        c = max(counts.get(w, 0), 1)
+        for i in ps:
+            acc[i] += c * vectors[k].double()
+            cnt[i] += c
     g = torch.Generator().manual_seed(seed)
     out = torch.randn(len(order), vectors.shape[1], generator=g) * 0.01
     have = cnt > 0
-    out[have] = acc[have] / cnt[have, None]
+    out[have] = (acc[have] / cnt[have, None]).float()
+    for i, k in whole.items():
+        out[i] = vectors[k]
     return order, out
 
 

@@ -80,11 +80,11 @@ PRESETS = {
                       *SHORT_RUN],
             "bt_init": BT_INIT,
             # seconds of training per row: the unsupervised and semi-supervised rows get the most
-            # (back-translation decodes a batch per step), the supervised ones learn fast; with the
-            # evaluations, about 78 minutes a pair on 1 thread (2h36m for both, RESULTS.md). BPE's
-            # longer sequences learn slower: its fr-en row at 600 s scores under denoising, at
-            # 1200 s above it (README), but 2 x 10 more minutes would leave no margin in 3 hours
-            "row_time": {"denoise": 300, "backtrans": 900, "bpe": 600, "semi1k": 900, "semi10k": 900,
+            # (back-translation decodes a batch per step), the supervised ones learn fast. fr-en,
+            # session 10 (README): + back-translation fr->en 6.15 at 900 s, 6.62 at 1200 s; + BPE
+            # under denoising at 600 s, above it at 1200 s. With the evaluations about 1h35m a
+            # pair on 1 thread: the pairs train side by side (--jobs, a process and a core each)
+            "row_time": {"denoise": 300, "backtrans": 1200, "bpe": 1200, "semi1k": 900, "semi10k": 900,
                          "sup1k": 180, "sup10k": 180, "supall": 300},
             # the fully unsupervised start failed on de-en at these speed settings (README)
             "embed": IDENTICAL_START,
@@ -328,6 +328,45 @@ def write_table(results: dict, path: str) -> str:
     return text
 
 
+def pair_work(args, pair: str) -> str:
+    """--work for one pair: "{pair}" in it is replaced (runs/work/{pair}-bible), else taken as is."""
+    return args.work.replace("{pair}", pair) if args.work else default_work(pair)
+
+
+def train_pairs_side_by_side(args, pairs: List[str], root: str, jobs: int) -> None:
+    """Run each pair's data steps and row trainings in a process of its own (`--train-only`), at
+    most `jobs` at a time, one log each under <root>/<pair>/. The caller's own pass then finds every
+    row done and only scores what is left, writes the table and times the speed check alone."""
+    cli = os.path.join(HERE, "unmt.py")
+    common = ["--preset", args.preset, "--out", root, "--jobs", "1", "--train-only"]
+    common += ["--work", args.work] if args.work else []
+    common += ["--rows", *args.rows] if args.rows else []
+    common += ["--train-args", args.train_args] if args.train_args else []
+    common += ["--threads", str(args.threads)] if args.threads is not None else []
+    common += [f for f, on in (("--force", args.force), ("--skip-data", args.skip_data),
+                               ("--extra-text", args.extra_text)) if on]
+    waiting, running, failed = list(pairs), {}, []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            pair = waiting.pop(0)
+            log = os.path.join(root, pair, "reproduce.log")
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            with open(log, "a") as f:
+                running[pair] = subprocess.Popen([sys.executable, cli, "reproduce", *common, "--pairs", pair],
+                                                 stdout=f, stderr=subprocess.STDOUT)
+            print(f"== {pair}: training in its own process, log {log}", flush=True)
+        time.sleep(1.0)
+        for pair, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[pair]
+                print(f"== {pair}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'}", flush=True)
+                if proc.returncode:
+                    failed.append(pair)
+    if failed:
+        raise SystemExit(f"reproduce: {' '.join(failed)} failed; see {root}/<pair>/reproduce.log (a rerun "
+                         f"continues where they stopped)")
+
+
 def cmd_reproduce(args) -> int:
     import shlex
     threads = args.threads if args.threads is not None else (0 if args.preset == "full" else 1)
@@ -342,13 +381,20 @@ def cmd_reproduce(args) -> int:
     root = args.out or os.path.join(os.path.dirname(default_work("de-en")), os.pardir, args.preset)
     root = os.path.normpath(root)
     t0 = time.perf_counter()
+    jobs = args.jobs if args.jobs is not None else (1 if args.preset == "full" else os.cpu_count() or 1)
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {jobs}")
+    force, skip_data = args.force, args.skip_data
+    if jobs > 1 and len(preset["pairs"]) > 1 and not args.train_only:
+        train_pairs_side_by_side(args, preset["pairs"], root, jobs)
+        force, skip_data = False, True      # what the processes made is done now
     results = {"preset": args.preset, "hardware": hardware(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "pairs": preset["pairs"], "rows": preset["rows"], "ablation": preset["ablation"], "scores": {}}
     runs = {}
     for pair in preset["pairs"]:
-        work = args.work or default_work(pair)
+        work = pair_work(args, pair)
         src, tgt = pair.split("-")
-        if not args.skip_data:
+        if not skip_data:
             part1("prepare", "--pair", pair, "--work", work)
             if args.extra_text:
                 part1("extra-text", "--pair", pair, "--work", work)
@@ -360,7 +406,7 @@ def cmd_reproduce(args) -> int:
             if flags is None:
                 tests = {}
                 for a, b in ((src, tgt), (tgt, src)):
-                    if baseline_scores(work, a, b) is None and not args.skip_data:
+                    if baseline_scores(work, a, b) is None and not skip_data:
                         part1("baseline", "--pair", pair, "--work", work, "--src", a, "--tgt", b)
                     tests[f"{a}-{b}"] = baseline_scores(work, a, b) or {"bleu": None}
                 scores[key] = {"test": tests}
@@ -369,20 +415,24 @@ def cmd_reproduce(args) -> int:
             print(f"== {pair} {label}", flush=True)
             budget = preset.get("row_time", {}).get(key)
             row_flags = flags + (["--max-time", str(budget)] if budget else [])
-            if not {"--no-backtranslation", "--bpe", "--supervised"} & set(flags):
-                row_flags += preset.get("bt_init", [])      # word-by-word back-translation needs words
-            scores[key] = train_row(pair, work, model_dir, row_flags, preset, args.force)
+            if not {"--no-backtranslation", "--supervised"} & set(flags):
+                row_flags += preset.get("bt_init", [])      # the rows that back-translate
+            scores[key] = train_row(pair, work, model_dir, row_flags, preset, force)
             runs[f"{pair} {key}"] = model_dir
             sig = next(iter(scores[key]["test"].values())).get("bleu_signature")
             results["signature"] = sig or results.get("signature")
         for att in preset["ablation"]:
             model_dir = os.path.join(root, pair, "backtrans" if att == "general" else f"att-{att}")
-            scores[f"att-{att}"] = train_row(pair, work, model_dir, ["--attention", att], preset, args.force)
+            scores[f"att-{att}"] = train_row(pair, work, model_dir, ["--attention", att], preset, force)
+        if args.train_only:
+            continue
         if pair == preset["pairs"][0] and "backtrans" in preset["rows"] and (not args.rows or "backtrans" in args.rows):
             results["examples"] = examples(os.path.join(root, pair, "backtrans"), work, src, tgt,
                                            preset["examples"], os.path.join(root, "attention.png"))
             if preset.get("speed_steps") and not args.no_speed:
                 results["speed"] = speed(pair, work, root, preset)
+    if args.train_only:
+        return 0
     results["wall_s"] = time.perf_counter() - t0
     # Earlier invocations' time counts too when their rows were reused rather than retrained.
     prev_path = os.path.join(root, "results.json")
@@ -405,7 +455,8 @@ def add_args(sub):
                        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", default=None, help="output directory (default runs/<preset>)")
-    p.add_argument("--work", default=None, help="data directory (default runs/work/<pair>)")
+    p.add_argument("--work", default=None,
+                   help="data directory (default runs/work/<pair>); \"{pair}\" in it stands for each pair")
     p.add_argument("--pairs", nargs="+", default=None, metavar="PAIR",
                    help="only these of the preset's pairs (the table leaves the others' columns empty; a "
                         "later run of the whole preset reuses the rows done)")
@@ -425,4 +476,8 @@ def add_args(sub):
                         "machines where an oversubscribed thread pool is many times slower; torch's default "
                         "for full)")
     p.add_argument("--no-speed", action="store_true", help="skip the fastrnn vs torch.nn speed measurement")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="train up to N pairs side by side, a process each (default: the CPU count for the demo "
+                        "and cpu presets, 1 for full); the table, examples and speed check come after, alone")
+    p.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)   # one pair's process
     p.set_defaults(func=cmd_reproduce)

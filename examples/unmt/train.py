@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 import torch
 
 from model import IMPLS, UNMT, ModelConfig
-from nmt_utils import (default_work, SharedSpace, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
+from nmt_utils import (NUM_SPECIAL, UNK, default_work, SharedSpace, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
                        rng_state, set_rng_state, write_json)
 
 
@@ -226,9 +226,8 @@ class Trainer:
         self.cfg, self.log = cfg, log
         if cfg.impl not in IMPLS:
             raise ValueError(f"--impl must be one of {IMPLS}, got {cfg.impl!r}")
-        if cfg.bt_init_steps < 0 or (cfg.bt_init_steps and cfg.bpe):
-            raise ValueError(f"--bt-init-steps must be >= 0 and needs word units (not --bpe), got "
-                             f"{cfg.bt_init_steps}{' with --bpe' if cfg.bpe else ''}")
+        if cfg.bt_init_steps < 0:
+            raise ValueError(f"--bt-init-steps must be >= 0, got {cfg.bt_init_steps}")
         self.dist = Dist(cfg.device)
         self.device = self.dist.device
         src, tgt = cfg.langs
@@ -291,9 +290,13 @@ class Trainer:
         # back-translation: a -> b with the current model in inference mode, then b -> a
         if self.step < self.cfg.bt_init_steps:
             if self.word_by_word is None:
-                space = SharedSpace(self.model.encoder.embed.full_weight(), self.vocabs)
-                self.word_by_word = {(s, t): space.word_by_word(s, t) for s, t in (self.cfg.langs, self.cfg.langs[::-1])}
-            x, xl = pad_batch([self.word_by_word[(a, b)][torch.tensor(s)].tolist() for s in sents])
+                self.word_by_word = self._word_by_word_tables()
+            table = self.word_by_word[(a, b)]
+            if self.cfg.bpe:   # pieces -> words, each word's CSLS translation, -> the other side's pieces
+                synth = [vb.encode([table.get(w, w) for w in va.decode(s)]) or [UNK] for s in sents]
+            else:
+                synth = [table[torch.tensor(s)].tolist() for s in sents]
+            x, xl = pad_batch(synth)
             return vb.to_joint(x), xl, a, va.as_target(y), yl
         self.model.eval()
         with torch.no_grad(), (self.averaged() if self.cfg.ema_bt else contextlib.nullcontext()):
@@ -304,6 +307,21 @@ class Trainer:
         synth = [toks[i, :int(lens[i])].tolist() or [3] for i in range(len(sents))]   # empty -> <unk>
         x, xl = pad_batch(synth)
         return vb.to_joint(x), xl, a, va.as_target(y), yl
+
+    def _word_by_word_tables(self) -> dict:
+        """(a, b) -> part 1's word-by-word translation of a into b: a table of local ids over the
+        model's own words, or with --bpe a dict word -> word over the mapped words (the pieces are
+        joined into words, translated, and cut into the other language's pieces)."""
+        pairs = (self.cfg.langs, self.cfg.langs[::-1])
+        if not self.cfg.bpe:
+            space = SharedSpace(self.model.encoder.embed.full_weight(), self.vocabs)
+            return {(s, t): space.word_by_word(s, t) for s, t in pairs}
+        words, joint, _ = build_vocabs(self.cfg.work, *self.cfg.langs, self.cfg.max_vocab, False, -1)
+        wv = {v.lang: v for v in words}
+        space = SharedSpace(joint, wv)
+        return {(s, t): {w: wv[t].words[int(j) - NUM_SPECIAL]
+                         for w, j in zip(wv[s].words, space.word_by_word(s, t)[NUM_SPECIAL:])}
+                for s, t in pairs}
 
     def train_step(self, kind, a, b) -> float:
         x, xl, lang, y, yl = self._batch(kind, a, b)

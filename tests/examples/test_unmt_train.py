@@ -48,8 +48,8 @@ def _sentences(g, n, lang):
     return out
 
 
-def make_work(root, n_mono=300, n_dev=20, n_test=20, n_para=60, seed=0):
-    """Write a tiny synthetic de-en work directory in the contract's layout; return its path."""
+def make_work(root, n_mono=300, n_dev=20, n_test=20, n_para=60, seed=0, src="de"):
+    """Write a tiny synthetic <src>-en work directory in the contract's layout; return its path."""
     g = random.Random(seed)
     data, emb = os.path.join(root, "data"), os.path.join(root, "emb")
     os.makedirs(data, exist_ok=True)
@@ -59,24 +59,24 @@ def make_work(root, n_mono=300, n_dev=20, n_test=20, n_para=60, seed=0):
         with open(os.path.join(data, name), "w", encoding="utf-8") as f:
             f.writelines(" ".join(s) + "\n" for s in sents)
 
-    for lang in ("de", "en"):
+    for lang in (src, "en"):
         write(f"mono.{lang}.tok", _sentences(g, n_mono, lang))
     for split, n in (("dev", n_dev), ("test", n_test)):
-        de = _sentences(g, n, "de")
+        de = _sentences(g, n, src)
         en = [["e" + w[1:] for w in s] for s in de]
-        for lang, sents in (("de", de), ("en", en)):
+        for lang, sents in ((src, de), ("en", en)):
             write(f"{split}.{lang}.tok", sents)
             write(f"{split}.{lang}.raw", sents)
-    de = _sentences(g, n_para, "de")
-    write("para.de-en.de.tok", de)
-    write("para.de-en.en.tok", [["e" + w[1:] for w in s] for s in de])
+    de = _sentences(g, n_para, src)
+    write(f"para.{src}-en.{src}.tok", de)
+    write(f"para.{src}-en.en.tok", [["e" + w[1:] for w in s] for s in de])
     import sentencepiece as spm
-    spm.SentencePieceTrainer.train(input=",".join(os.path.join(data, f"mono.{l}.tok") for l in ("de", "en")),
+    spm.SentencePieceTrainer.train(input=",".join(os.path.join(data, f"mono.{l}.tok") for l in (src, "en")),
                                    model_prefix=os.path.join(data, "bpe"), model_type="bpe", vocab_size=60,
                                    hard_vocab_limit=False, minloglevel=2)
     tg = torch.Generator().manual_seed(seed)
     concept = torch.randn(NWORDS, DIM, generator=tg)
-    for lang in ("de", "en"):
+    for lang in (src, "en"):
         vec = concept + 0.05 * torch.randn(NWORDS, DIM, generator=tg)
         torch.save({"words": [f"{lang[0]}{i}" for i in range(NWORDS)], "vectors": vec},
                    os.path.join(emb, f"mapped.{lang}.pt"))
@@ -507,6 +507,36 @@ def test_bpe_variant_trains_and_translates_in_words(work, tmp_path):
     assert all("\u2581" not in w for w in out[0].split())     # pieces were joined back into words
 
 
+def test_bpe_piece_vectors_are_whole_words_or_count_weighted_means(work, tmp_path):
+    import sentencepiece as spm
+    # letters and digits may merge and the vocabulary is small: some words are one piece ("\u2581d1"), some not
+    spm.SentencePieceTrainer.train(input=os.path.join(work, "data", "mono.de.tok"), model_prefix=str(tmp_path / "bpe"),
+                                   model_type="bpe", vocab_size=40, hard_vocab_limit=False, split_by_number=False,
+                                   minloglevel=2)
+    sp_path = str(tmp_path / "bpe.model")
+    sp = spm.SentencePieceProcessor(model_file=sp_path)
+    words, vectors = U.load_mapped(os.path.join(work, "emb", "mapped.de.pt"))
+    corpus = [line.split() for line in U.read_lines(os.path.join(work, "data", "mono.de.tok"))]
+    pieces, out = U.bpe_embeddings(sp_path, words, vectors, corpus)
+    counts = {}
+    for toks in corpus:
+        for w in toks:
+            counts[w] = counts.get(w, 0) + 1
+    n_whole = n_mean = 0
+    for i, p in enumerate(pieces):
+        if any(sp.encode(w, out_type=str) == [p] for w in words):
+            want = vectors[words.index(next(w for w in words if sp.encode(w, out_type=str) == [p]))]
+            n_whole += 1
+        else:
+            users = [(max(counts.get(w, 0), 1), v) for w, v in zip(words, vectors) if p in sp.encode(w, out_type=str)]
+            if not users:
+                continue
+            want = sum(c * v for c, v in users) / sum(c for c, _ in users)
+            n_mean += 1
+        torch.testing.assert_close(out[i], want, rtol=1e-5, atol=1e-5)
+    assert n_whole > 0 and n_mean > 0
+
+
 def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
     import json
     import nmt
@@ -541,6 +571,31 @@ def test_reproduce_writes_the_table_curves_and_heatmap(work, tmp_path, capsys):
     assert "summed over 2 invocations" in open(os.path.join(out, "RESULTS.md")).read()
 
 
+def test_reproduce_trains_the_pairs_side_by_side(tmp_path):
+    import json
+    import nmt
+    for pair in ("de-en", "fr-en"):
+        w = make_work(str(tmp_path / "work" / pair), src=pair[:2])
+        os.makedirs(os.path.join(w, "baseline"))
+        for a, b in ((pair[:2], "en"), ("en", pair[:2])):
+            with open(os.path.join(w, "baseline", f"{a}-{b}.json"), "w") as f:
+                json.dump({"primary": {"bleu": 1.5, "chrf": 10.0}}, f)
+    out = str(tmp_path / "cpu")
+    flags = " ".join(TINY + ["--impl", "torch", "--steps", "2", "--max-time", "0", "--save-every", "1"])
+    assert nmt.main(["reproduce", "--preset", "cpu", "--rows", "baseline", "backtrans", "--jobs", "2", "--skip-data",
+                     "--no-speed", "--work", str(tmp_path / "work" / "{pair}"), "--out", out, "--train-args", flags]) == 0
+    for pair in ("de-en", "fr-en"):      # each pair trained in its own process, which logged to its own file
+        assert "train backtrans" in open(os.path.join(out, pair, "reproduce.log")).read()
+        assert json.load(open(os.path.join(out, pair, "backtrans", "done.json")))["steps"] == 2
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert "invocations" not in res              # the pairs' processes wrote no table of their own
+    row = [line for line in open(os.path.join(out, "RESULTS.md")) if line.startswith("| Unsupervised: + back")][0]
+    cells = [c.strip() for c in row.split("|")[2:6]]
+    assert all(c and c != "—" for c in cells), row
+    with pytest.raises(SystemExit, match="--jobs"):
+        nmt.main(["reproduce", "--preset", "cpu", "--jobs", "0", "--skip-data", "--work", str(tmp_path / "work" / "{pair}")])
+
+
 def test_reproduce_rows_runs_only_those_rows(work, tmp_path):
     import json
     import nmt
@@ -560,9 +615,22 @@ def test_reproduce_rows_runs_only_those_rows(work, tmp_path):
         nmt.main(["reproduce", "--preset", "demo", "--rows", "nonsense", "--skip-data", "--work", work])
 
 
-def test_word_by_word_back_translation_needs_words(work, tmp_path):
-    with pytest.raises(ValueError, match="needs word units"):
-        T.Trainer(tiny_config(work, str(tmp_path / "m"), "--bpe", "--bt-init-steps", "5"))
+def test_word_by_word_back_translation_with_bpe_goes_through_words(work, tmp_path):
+    tr = T.Trainer(tiny_config(work, str(tmp_path / "m"), "--bpe", "--steps", "2", "--bt-init-steps", "2"),
+                   log=lambda *a: None)
+    de, en = tr.vocabs["de"], tr.vocabs["en"]
+    x, xl, lang, y, yl = tr._batch("backtrans", "de", "en")
+    assert lang == "de"
+    # the synthetic English pieces are those of the German words' translations, d_i -> e_i
+    for i in range(len(yl)):
+        words = de.decode(y[i, :int(yl[i])].tolist())
+        want = en.to_joint(torch.tensor(en.encode(["e" + w[1:] for w in words]))).tolist()
+        assert words and x[i, :int(xl[i])].tolist() == want
+    hist = tr.fit(progress=False)
+    assert tr.step == 2 and all(v == v for v in hist[-1].values())
+
+
+def test_word_by_word_back_translation_steps_must_not_be_negative(work, tmp_path):
     with pytest.raises(ValueError, match="must be >= 0"):
         T.Trainer(tiny_config(work, str(tmp_path / "m"), "--bt-init-steps", "-1"))
 
