@@ -346,22 +346,27 @@ def train_pairs_side_by_side(args, pairs: List[str], root: str, jobs: int) -> No
     common += [f for f, on in (("--force", args.force), ("--skip-data", args.skip_data),
                                ("--extra-text", args.extra_text)) if on]
     waiting, running, failed = list(pairs), {}, []
-    while waiting or running:
-        while waiting and len(running) < jobs:
-            pair = waiting.pop(0)
-            log = os.path.join(root, pair, "reproduce.log")
-            os.makedirs(os.path.dirname(log), exist_ok=True)
-            with open(log, "a") as f:
-                running[pair] = subprocess.Popen([sys.executable, cli, "reproduce", *common, "--pairs", pair],
-                                                 stdout=f, stderr=subprocess.STDOUT)
-            print(f"== {pair}: training in its own process, log {log}", flush=True)
-        time.sleep(1.0)
-        for pair, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[pair]
-                print(f"== {pair}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'}", flush=True)
-                if proc.returncode:
-                    failed.append(pair)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                pair = waiting.pop(0)
+                log = os.path.join(root, pair, "reproduce.log")
+                os.makedirs(os.path.dirname(log), exist_ok=True)
+                with open(log, "a") as f:
+                    running[pair] = subprocess.Popen([sys.executable, cli, "reproduce", *common, "--pairs", pair],
+                                                     stdout=f, stderr=subprocess.STDOUT)
+                print(f"== {pair}: training in its own process, log {log}", flush=True)
+            time.sleep(1.0)
+            for pair, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[pair]
+                    print(f"== {pair}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'}",
+                          flush=True)
+                    if proc.returncode:
+                        failed.append(pair)
+    finally:            # interrupted: stop the pairs' processes too (their checkpoints let a rerun go on)
+        for proc in running.values():
+            proc.terminate()
     if failed:
         raise SystemExit(f"reproduce: {' '.join(failed)} failed; see {root}/<pair>/reproduce.log (a rerun "
                          f"continues where they stopped)")
