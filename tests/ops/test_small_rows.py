@@ -204,11 +204,13 @@ def test_packed_gemm_path_outputs_and_gradients(cell, ragged, H):
 @needs_cpu
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("T,B", [(37, 7), (11, 25)])
+@pytest.mark.parametrize("T,B", [(37, 7), (11, 25), (41, 9)])
 def test_packed_gemm_path_same_result_on_any_thread_count(cell, threads, T, B):
     # The suite runs on one thread (conftest); here the GEMMs' column strips, the weight grads'
     # row groups (each thread packing its own panels of the transposed A), the cells and the
-    # packing split over 2 and 3 threads. Each sum runs over k in the same order however the
+    # packing split over 2 and 3 threads. The backward's dx (T*B rows, I = 320: 10 strips) is
+    # split over 96-row blocks instead where each thread gets one: 259 and 275 rows on 2
+    # threads, 369 (three full blocks and a part one) on 2 and 3. Each sum runs over k in the same order however the
     # work is split, so everything but the bias grads (ATen's sum over T*B rows) is bit for bit
     # the one-thread result.
     # At B=25 (>= 8 rows a thread) each thread runs the whole recurrence of its own rows instead
