@@ -471,7 +471,7 @@ def add_args(sub):
     p.add_argument("--force", action="store_true", help="retrain rows already done")
     p.add_argument("--skip-data", action="store_true", help="use the data and embeddings already in --work")
     p.add_argument("--extra-text", action="store_true",
-                   help="add translated manuals' text (`extra-text`'s default sources: nine manuals Debian ships "
+                   help="add translated manuals' text (`extra-text`'s default sources: sixteen manuals, helps and books Debian ships "
                         "in en, de and fr; disjoint halves) to the embeddings' training text "
                         "(`unmt.py extra-text`; needs the Debian packages or apt-get)")
     p.add_argument("--train-args", default=None, metavar="FLAGS",

@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -310,6 +311,152 @@ def test_untagged_english_pages_beside_translations_and_left_out_pages(tmp_path)
     (tmp_path / k.base / "de" / "pcbnew.html").write_text("<div class=\"paragraph\"><p>Die Leiterplatte wird gezeigt.</p></div>")
     pages = k.pages(k.folder(tmp_path / k.base, "de"), "de")
     assert k.read(pages["pcbnew.html"]) == ["Die Leiterplatte wird gezeigt."]
+
+
+LYX_FILE = r"""#LyX 2.3 created this file. For more info see http://www.lyx.org/
+\begin_document
+\begin_header
+\pdf_title "Das LyX-Handbuch als Titel"
+\end_header
+\begin_body
+\begin_layout Title
+Das \SpecialChar LyX
+-Benutzerhandbuch für alle
+\end_layout
+
+\begin_layout Standard
+\SpecialChar LyX
+ ist ein System zur Druckvorbereitung
+\begin_inset Foot
+status collapsed
+
+\begin_layout Plain Layout
+Eine Fußnote mit Text darin
+\end_layout
+
+\end_inset
+
+ von 
+\emph on
+Dokumenten
+\emph default
+, nicht
+\begin_inset space ~
+\end_inset
+
+als 
+\begin_inset Quotes gld
+\end_inset
+
+Fett
+\begin_inset Quotes grd
+\end_inset
+
+.
+\begin_inset Formula $x^{2}$
+\end_inset
+
+ Ende des Absatzes.
+\end_layout
+
+\begin_layout Standard
+\begin_inset CommandInset href
+name "nicht lesen bitte"
+target "https://www.lyx.org"
+literal "false"
+
+\end_inset
+
+
+\end_layout
+
+\begin_layout LyX-Code
+\begin_inset ERT
+status open
+
+\begin_layout Plain Layout
+\\usepackage{amsmath} code here
+\end_layout
+
+\end_inset
+
+
+\end_layout
+
+\end_body
+\end_document
+"""
+
+DOCBOOK_PAGE = """<?xml version="1.0" ?>
+<!DOCTYPE book PUBLIC "-//KDE//DTD DocBook XML V4.5-Based Variant V1.1//EN" "dtd/kdedbx45.dtd" [
+  <!ENTITY kappname "&rocs;">
+  <!ENTITY % German "INCLUDE">
+]>
+<book id="rocs" lang="&language;">
+<bookinfo>
+<title
+>Das Handbuch zu &rocs;</title>
+<authorgroup><author><firstname>Tomaz</firstname> <surname>Canabrava von hier</surname></author>
+<othercredit role="translator"><contrib>Übersetzung von jemandem</contrib></othercredit></authorgroup>
+<legalnotice>&FDLNotice; und mehr Text</legalnotice>
+</bookinfo>
+<chapter id="intro"><title>Einleitung in das Programm</title>
+<para>&rocs; ist ein Programm für &kde; &amp; Graphen.</para>
+<programlisting>for (int i = 0; i &lt; n; ++i) code();</programlisting>
+<informaltable><tgroup cols="1"><tbody><row><entry>Eine Zelle mit Text</entry></row></tbody></tgroup></informaltable>
+</chapter>
+</book>
+"""
+
+
+def test_lyx_and_docbook_pages_give_their_running_text():
+    import extra_text
+    assert extra_text.lyx_paragraphs(LYX_FILE) == [
+        "Das LyX-Benutzerhandbuch für alle",
+        "Eine Fußnote mit Text darin",
+        'LyX ist ein System zur Druckvorbereitung von Dokumenten, nicht als "Fett". Ende des Absatzes.']
+    assert extra_text.paragraphs(DOCBOOK_PAGE, numbered=False, docbook=True) == [
+        "Das Handbuch zu rocs", "Einleitung in das Programm", "rocs ist ein Programm für kde & Graphen.",
+        "Eine Zelle mit Text"]
+
+
+def test_sources_with_their_own_folders_per_language_and_one_language_only(prepared, tmp_path):
+    """The Debian FAQ and the New Maintainers' Guide keep each language's pages in a folder of
+    its own (English untranslated-named ones beside), the German book goes all to German, and a
+    source may list several patterns (GNOME's applications: Mallard and DocBook)."""
+    import shutil
+
+    import extra_text
+    faq = extra_text.SOURCES["faq"]
+    for rel in ("basic.en.html", "basic.html", "de/basic.de.html", "de/extra.de.html", "fr/basic.fr.html"):
+        (tmp_path / faq.base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / faq.base / rel).write_text("<p>x</p>")
+    assert sorted(faq.pages(faq.folder(tmp_path / faq.base, "en"), "en")) == ["basic.html"]
+    assert sorted(faq.pages(faq.folder(tmp_path / faq.base, "de"), "de")) == ["basic.html", "extra.html"]
+    assert faq.debs("en") == ["debian-faq"] and faq.debs("de") == ["debian-faq-de"]
+    mg = extra_text.SOURCES["maint-guide"]
+    assert mg.folder("/b", "en") == Path("/b/maint-guide/html") and mg.folder("/b", "fr") == Path("/b/maint-guide-fr/html")
+    apps = extra_text.SOURCES["gnome-apps"]
+    for rel in ("C/eog/index.page", "C/rhythmbox/index.docbook", "C/gnome-help/x.page", "C/eog/figures/a.png"):
+        (tmp_path / "help" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "help" / rel).write_text("<page><p>x</p></page>")
+    assert sorted(apps.pages(tmp_path / "help" / "C", "en")) == ["eog/index.page", "rhythmbox/index.docbook"]
+
+    work = tmp_path / "work"
+    shutil.copytree(prepared / "data", work / "data")
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "debian-paketmanagement.allinone.html").write_text(
+        "".join(f"<p>Das Paket nummer{i} wird mit dem Werkzeug installiert.</p>" for i in range(30)))
+    help_dir = tmp_path / "lo"
+    _help_pages(help_dir)
+    meta = extra_text.extra_text("de-en", work, help_dir=str(help_dir), sources=("libreoffice", "paketbuch"),
+                                 source_dirs={"paketbuch": str(book)})
+    de = common.read_lines(work / "data" / "extra.de.tok")
+    en = common.read_lines(work / "data" / "extra.en.tok")
+    assert sum("nummer" in x for x in de) == 30 and not any("nummer" in x for x in en)
+    assert meta["by_source"]["paketbuch"] == {"de": {"pages": 1, "paragraphs": 30, "tokens": 270,
+                                                     "dropped_other_language": 0}}
 
 
 def test_man_pages_give_their_running_text():
