@@ -430,7 +430,8 @@ def fetch(name: str, lang: str, cache: Path) -> Path:
     s = SOURCES[name]
     target = cache / name
     root = s.folder(target / s.base, lang)
-    for pkg in s.debs(lang):
+    pkgs = s.debs(lang)
+    for pkg in tqdm(pkgs, desc=f"{name} packages {lang}", unit="package", disable=len(pkgs) < 4):
         marker = target / f".unpacked-{pkg}"
         if marker.is_file() or (len(s.debs(lang)) == 1 and root.is_dir() and any(s.pages(root, lang))):
             continue
