@@ -28,7 +28,7 @@ and, since session 11, more manuals, help and books (about 250 MB more to downlo
 
 all sixteen by default (DEFAULT_SOURCES: the best lexicon induction on both pairs); also there:
 `man` (manpages-<lang>, groff read by `man_paragraphs`; the English pages are not the ones the
-  others translate).
+others translate).
 
 Translations leave some pages or paragraphs untranslated (about a quarter of the German GIMP
 manual's text, a third of the French Handbook's, is English): a paragraph whose function words
@@ -285,8 +285,6 @@ _LYX_INLINE = {"Quotes": '"', "space": " ", "Newline": " ", "Separator": " "}
 _LYX_CHARS = {"LyX": "LyX", "TeX": "TeX", "LaTeX": "LaTeX", "LaTeX2e": "LaTeX2e", "\\ldots": "...",
               "\\menuseparator": " > ", "\\slash{}": "/", "\\textcompwordmark{}": "", "\\-": "",
               "\\nobreakdash-": "-", "\\@.": "."}
-
-
 _LYX_SPECIAL = re.compile(r"\\SpecialChar\s+(\S+)")
 
 
@@ -433,7 +431,7 @@ def fetch(name: str, lang: str, cache: Path) -> Path:
     pkgs = s.debs(lang)
     for pkg in tqdm(pkgs, desc=f"{name} packages {lang}", unit="package", disable=len(pkgs) < 4):
         marker = target / f".unpacked-{pkg}"
-        if marker.is_file() or (len(s.debs(lang)) == 1 and root.is_dir() and any(s.pages(root, lang))):
+        if marker.is_file() or (len(pkgs) == 1 and root.is_dir() and any(s.pages(root, lang))):
             continue
         if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
             raise SystemExit(f"no {s.title} for {lang}: install {pkg} (apt-get install {pkg}), pass "
