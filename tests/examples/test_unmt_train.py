@@ -657,3 +657,37 @@ def test_reproduce_applies_the_presets_per_row_time_budget(work, tmp_path, monke
                      "--train-args", flags]) == 0
     res = json.load(open(os.path.join(out, "results.json")))
     assert res["scores"]["de-en"]["backtrans"]["steps"] == 1     # stopped by the row's budget, not --steps
+
+
+def test_full_preset_builds_the_papers_model_and_trains(work, tmp_path):
+    """`reproduce --preset full` (for a GPU, never run on CI) with its own training flags: one
+    encoder shared by both languages, a 2-layer bidirectional GRU of 600 units in all, and per
+    language a 2-layer GRU decoder of 600 with general attention, input feeding and a free output
+    layer; every attention kind of its ablation builds at these sizes, and two steps train."""
+    import reproduce
+    flags = reproduce.PRESETS["full"]["train"]
+    backend = "cpu" if "cpu" in fastrnn.backends.available() else "reference"
+
+    def trainer(d, *extra):
+        p = __import__("argparse").ArgumentParser()
+        T.add_args(p.add_subparsers())
+        args = p.parse_args(["train", "--pair", "de-en", "--work", work, "--model", str(tmp_path / d),
+                             "--impl", "fastrnn", "--backend", backend, *flags, "--steps", "2",
+                             "--eval-every", "0", "--save-every", "2", "--log-every", "1", *extra])
+        return T.Trainer(T.config_from_args(args), log=lambda *a: None)
+
+    tr = trainer("general")
+    enc = tr.model.encoder
+    assert isinstance(enc, fastrnn.Encoder) and isinstance(enc.rnn, fastrnn.GRU)
+    assert (enc.rnn.num_layers, enc.rnn.bidirectional, enc.rnn.hidden_size, enc.output_size) == (2, True, 300, 600)
+    assert set(tr.model.decoders) == {"de", "en"}
+    for dec in tr.model.decoders.values():
+        assert isinstance(dec, fastrnn.AttentionDecoder)
+        assert (dec.num_layers, dec.hidden_size, dec.attention_kind, dec.input_feeding) == (2, 600, "general", True)
+        assert dec.out is not None and not dec.tie_embeddings          # the paper's free output layer
+    assert tr.cfg.batch_size == 50 and tr.cfg.lr == 0.0002
+    hist = tr.fit(progress=False)
+    assert [h["step"] for h in hist] == [1, 2] and all(v == v for h in hist for v in h.values())
+    for kind in ("none", "dot", "low_rank", "additive"):     # the attention ablation's rows
+        dec = trainer(kind, "--attention", kind).model.decoders["en"]
+        assert (dec.attn is None) == (kind == "none") and dec.attention_kind in (kind, None)
