@@ -26,9 +26,10 @@ NUMERAL = r"\d+([.,]\d+)?"
 
 # --------------------------------------------------------------------------- embeddings
 def train_skipgram(corpus: Path | list[Path], dim: int = 300, min_count: int = 3, window: int = 5,
-                   epochs: int = 10, seed: int = 0) -> tuple[list[str], torch.Tensor]:
+                   epochs: int = 10, seed: int = 0, workers: int = 1) -> tuple[list[str], torch.Tensor]:
     """gensim skip-gram (DATA.md: fastText's subwords hurt the mapping on this corpus) on the
-    lines of one file or of several, concatenated."""
+    lines of one file or of several, concatenated. With one worker the vectors are the same from
+    run to run (gensim's threads interleave their updates in the order the OS schedules them)."""
     corpora = [corpus] if isinstance(corpus, Path) else list(corpus)
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
@@ -44,7 +45,7 @@ def train_skipgram(corpus: Path | list[Path], dim: int = 300, min_count: int = 3
     sentences = [line.split() for c in corpora for line in read_lines(c)]
     bar = Bar()
     model = Word2Vec(sentences, vector_size=dim, sg=1, min_count=min_count, window=window,
-                     negative=10, sample=1e-4, epochs=epochs, workers=2, seed=seed,
+                     negative=10, sample=1e-4, epochs=epochs, workers=workers, seed=seed,
                      callbacks=[bar])
     bar.bar.close()
     words = list(model.wv.index_to_key)  # gensim keeps them by descending count
@@ -214,7 +215,7 @@ def embed(pair: str, work: Path, args) -> None:
             continue
         t, cpu = time.perf_counter(), time.process_time()
         words, vectors = train_skipgram(files, args.dim, args.min_count, args.window,
-                                        args.epochs, args.seed)
+                                        args.epochs, args.seed, args.workers)
         save_torch(out, {"words": words, "vectors": vectors, "corpora": corpora[lang],
                          "fingerprints": prints})
         for stale in [e / f"mapped.{l}.pt" for l in (src, tgt)] + [e / "mapping.json", e / "bli.json"]:

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "phase creep on for dozens of iterations)")
     p.add_argument("--max-iter", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="skip-gram threads: 1 gives the same vectors "
+                   "on every run; more are faster, and their vectors differ from run to run")
     p.add_argument("--dict", default=None, help="bilingual dictionary for BLI (default: the "
                    "Debian package's, when installed)")
     p.add_argument("--bli-words", type=int, default=1500)
