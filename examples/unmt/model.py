@@ -244,7 +244,10 @@ class TorchAttentionDecoder(nn.Module):
         att_vec, state, w = self._step(self.drop(self.embed(tokens)), state)
         return self.project(att_vec), state, w
 
-    def forward(self, tgt_in, enc_out):
+    def output_layer(self, features):
+        return self.project(features)
+
+    def forward(self, tgt_in, enc_out, features_only=False):
         st = self.init_state(enc_out)
         x = self.drop(self.embed(tgt_in))
         vecs, ws = [], []
@@ -252,8 +255,11 @@ class TorchAttentionDecoder(nn.Module):
             v, st, w = self._step(x[:, t], st)
             vecs.append(v)
             ws.append(w)
+        feats = torch.stack(vecs, 1)
+        if features_only:
+            return feats, torch.stack(ws, 1)
         # one output projection over all steps: the vocabulary matmul dominates otherwise
-        return self.project(torch.stack(vecs, 1)), torch.stack(ws, 1)
+        return self.project(feats), torch.stack(ws, 1)
 
 
 def _max_lens(lengths, a, b):
@@ -269,26 +275,39 @@ def torch_greedy_decode(enc, dec, src, lengths, bos, eos, max_len_a=1.5, max_len
     tok = torch.full((B,), bos, dtype=torch.long, device=src.device)
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
     scores = torch.zeros(B, device=src.device)
-    toks, atts = [], []
-    for t in range(int(max_lens.max())):
+    S, n = src.shape[1], int(max_lens.max())
+    tokens = torch.full((B, n), eos, dtype=torch.long, device=src.device)
+    attn = src.new_zeros(B, n, S, dtype=out.states.dtype)
+    rows = torch.arange(B, device=src.device)   # the batch rows still decoded (as fastrnn's greedy_decode:
+    for t in range(n):                          # finished ones leave once at most 3/4 still run)
         logits, st, w = dec.step(tok, st)
         logp = torch.log_softmax(logits.float(), -1)
         nxt = logp.argmax(-1)
-        nxt = torch.where(max_lens <= t, torch.full_like(nxt, eos), nxt)   # out of length budget
-        scores += torch.where(done, torch.zeros_like(scores), logp.gather(1, nxt[:, None]).squeeze(1))
-        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-        done = done | (nxt == eos)
-        toks.append(nxt)
-        atts.append(w)
+        # out of length budget: the sentence ends there, an EOS that was not produced (not scored)
+        over = max_lens[rows] <= t
+        nxt = torch.where(over, torch.full_like(nxt, eos), nxt)
+        d = done[rows]
+        scores[rows] += torch.where(d | over, torch.zeros_like(nxt, dtype=scores.dtype),
+                                    logp.gather(1, nxt[:, None]).squeeze(1))
+        nxt = torch.where(d, torch.full_like(nxt, eos), nxt)
+        done[rows] = d | (nxt == eos)
+        tokens[rows, t] = nxt
+        attn[rows, t] = w.to(attn.dtype)
         tok = nxt
-        if bool(done.all()):
+        running = ~done[rows]
+        n_run = int(running.sum())
+        if n_run == 0:
+            n = t + 1
             break
-    tokens = torch.stack(toks, 1)
+        if n_run <= 0.75 * rows.shape[0]:
+            keep = running.nonzero().squeeze(1)
+            rows, tok, st = rows[keep], tok[keep], st.reorder(keep)
+    tokens, attn = tokens[:, :n], attn[:, :n]
     is_eos = tokens == eos
     lens = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(lengths, tokens.shape[1]).to(src.device))
     keep = torch.arange(tokens.shape[1], device=src.device)[None] < lens[:, None]
     tokens = tokens.masked_fill(~keep, padding_idx)
-    return DecodeResult(tokens, lens, scores, torch.stack(atts, 1))
+    return DecodeResult(tokens, lens, scores, attn * keep[:, :, None])
 
 
 @torch.no_grad()
@@ -409,10 +428,13 @@ class UNMT(nn.Module):
         tgt_in = torch.cat([bos, tgt], 1)
         tgt_out = torch.cat([tgt, torch.full((B, 1), PAD, dtype=torch.long, device=tgt.device)], 1)
         tgt_out[torch.arange(B, device=tgt.device), tgt_len.to(tgt.device)] = EOS
-        logits, _ = self.decoders[tgt_lang](tgt_in, self.encoder(src, src_len))
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt_out.reshape(-1),
-                               ignore_index=PAD, reduction="sum")
-        return loss, int((tgt_out != PAD).sum())
+        dec = self.decoders[tgt_lang]
+        feats, _ = dec(tgt_in, self.encoder(src, src_len), features_only=True)
+        # the vocabulary-sized product (the step's largest, forward and backward) only for the
+        # scored positions: about 30% of a batch of random sentences is padding
+        keep = tgt_out != PAD
+        logits = dec.output_layer(feats[keep])
+        return F.cross_entropy(logits.float(), tgt_out[keep], reduction="sum"), int(keep.sum())
 
     @torch.no_grad()
     def translate(self, src, src_len, tgt_lang, beam=1, alpha=0.6, max_len_a=1.5, max_len_b=5):

@@ -103,6 +103,13 @@ def _state_tensors(state):
     return out
 
 
+# Greedy decoding (without a CUDA graph) drops the finished sentences from the batch once at most
+# this fraction of its rows is still running: in a batch of verses, half of the row-steps up to
+# the longest output were spent on finished rows.
+COMPACT_AT = 0.75
+_ROW_BUFFERS = ("maxlen", "prev", "tokens", "attn", "scores", "out_len", "alive")
+
+
 class _Greedy:
     """Greedy decoding's running state in fixed buffers that ``step`` updates in place (the
     decoder state too, the step index as a device tensor), so that one step can be captured as a
@@ -191,12 +198,43 @@ class _Greedy:
                     break
                 self.graph.replay()
             return
-        state = self.state
+        state, full, rows = self.state, None, None
         for t in range(L):
-            if t and t % every == 0 and not bool(self.alive.any()):
-                break
+            if t and t % every == 0:
+                n = int(self.alive.sum())
+                if n == 0:
+                    break
+                if n <= COMPACT_AT * self.alive.shape[0]:
+                    # Most sentences have finished: go on with the running ones only, so that
+                    # the steps (the vocabulary-sized product above all) cost what they produce.
+                    if full is None:
+                        full = {k: getattr(self, k) for k in _ROW_BUFFERS}
+                    rows, state = self._compact(full, rows, state)
             state = self._one(dec, state)
+        if full is not None:
+            self._write_back(full, rows)
+            for k, v in full.items():
+                setattr(self, k, v)
         self.state = state
+
+    def _write_back(self, full: dict, rows: Tensor) -> None:
+        for k in _ROW_BUFFERS:
+            if full[k] is not None:
+                full[k].index_copy_(0, rows, getattr(self, k))
+
+    def _compact(self, full: dict, rows: Optional[Tensor], state):
+        """Keep the rows still running: their bookkeeping becomes the working buffers, the others'
+        is written back into ``full`` (the batch's buffers, which ``run`` restores at the end)."""
+        keep = self.alive.nonzero().squeeze(1)
+        if rows is not None:
+            self._write_back(full, rows)
+            rows = rows.index_select(0, keep)
+        else:
+            rows = keep
+        for k in _ROW_BUFFERS:
+            v = getattr(self, k)
+            setattr(self, k, None if v is None else v.index_select(0, keep))
+        return rows, state.select(keep)
 
     def result(self, S: int) -> DecodeResult:
         """The decoded batch; attention over the first S source positions (the others are the

@@ -257,6 +257,15 @@ class DecoderState(NamedTuple):
             cell=None if self.cell is None else tuple(c.index_select(0, index) for c in self.cell),
             feed=None if self.feed is None else self.feed.index_select(0, index))
 
+    def select(self, index: Tensor) -> "DecoderState":
+        """Rows ``index`` of everything, the source's memory and mask too: the state of a subset
+        of the sentences (greedy decoding drops the finished ones)."""
+        def sel(t):
+            return None if t is None else t.index_select(0, index)
+
+        mem = None if self.memory is None else AttentionMemory(*(sel(t) for t in self.memory))
+        return self.reorder(index)._replace(memory=mem, src_mask=sel(self.src_mask))
+
     def repeat_interleave(self, k: int) -> "DecoderState":
         """Each sentence's row repeated k times (rows b*k .. b*k+k-1): the start of a beam."""
         def rep(t):
@@ -396,6 +405,15 @@ class AttentionDecoder(nn.Module):
         # Skipping the module call at inference keeps the per-token path short.
         return self.drop(x) if self.training and self.dropout > 0 else x
 
+    def output_layer(self, features: Tensor) -> Tensor:
+        """features [...,O] (``forward(..., features_only=True)``'s) -> logits [...,V]: dropout in
+        training, then the output projection (free, or tied to the embeddings). Projecting only
+        the rows that are scored (no padding) saves the vocabulary-sized product for the rest."""
+        if not isinstance(features, torch.Tensor) or features.dim() < 1 or features.shape[-1] != self.output_size:
+            raise ValueError(f"features must be a tensor of shape [..., {self.output_size}], got "
+                             f"{_describe(features)}")
+        return self._project(features)
+
     def _project(self, o: Tensor) -> Tensor:
         o = self._dropout(o)
         if self.out is not None:
@@ -410,8 +428,14 @@ class AttentionDecoder(nn.Module):
         return self._project(o), state, w
 
     # -- teacher forcing ---------------------------------------------------------------------
-    def forward(self, tgt_in: Tensor, enc_out: EncoderOutput):
-        """tgt_in [B,T] long (BOS first) -> logits [B,T,V], attention weights [B,T,S] (or None)."""
+    def forward(self, tgt_in: Tensor, enc_out: EncoderOutput, features_only: bool = False):
+        """tgt_in [B,T] long (BOS first) -> logits [B,T,V], attention weights [B,T,S] (or None).
+
+        ``features_only=True`` returns the output layer's inputs [B,T,O] instead of the logits
+        (O = ``output_size``); ``output_layer`` turns any selection of them into logits, e.g.
+        only the positions that are not padding: ``dec.output_layer(feats[tgt_out != pad])``."""
+        if not isinstance(features_only, bool):
+            raise TypeError(f"features_only must be a bool, got {type(features_only).__name__}")
         _check_tokens(tgt_in, "tgt_in", 2, self.vocab_size)
         state = self.init_state(enc_out)
         B, T = tgt_in.shape
@@ -423,10 +447,12 @@ class AttentionDecoder(nn.Module):
             o, state, w = self._advance(emb[:, t], state)
             outs.append(o)
             ws.append(w)
-        # One output projection over all B*T rows instead of T small ones.
-        logits = self._project(torch.stack(outs, 1))
+        feats = torch.stack(outs, 1)
         attn = torch.stack(ws, 1) if self.attn is not None else None
-        return logits, attn
+        if features_only:
+            return feats, attn
+        # One output projection over all B*T rows instead of T small ones.
+        return self._project(feats), attn
 
     def extra_repr(self) -> str:
         return (f"cell={self.cell!r}, attention={self.attention_kind!r}, "

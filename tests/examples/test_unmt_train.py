@@ -251,6 +251,58 @@ def test_tied_output_scores_words_by_their_fixed_embeddings(impl, attention):
     assert float(o.detach().abs().max()) <= 1.0 + 1e-9                     # a tanh vector
 
 
+@pytest.mark.parametrize("tie", [False, True], ids=["free-output", "tied-output"])
+@pytest.mark.parametrize("impl", ["torch", "fastrnn"])
+def test_loss_projects_only_the_scored_positions(impl, tie):
+    """UNMT.loss puts only the non-padding positions through the output layer: the same sum and
+    token count, and the same gradients, as the cross-entropy of the whole padded logits."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    cfg = M.ModelConfig(layers=1, hidden=10, attention="general", tie_output=tie)
+    m = M.UNMT(cfg, ["de", "en"], 20, {"de": 11, "en": 13}, 6, impl=impl).double()
+    src, src_len = torch.randint(4, 20, (4, 5)), torch.tensor([5, 2, 4, 1])
+    tgt_len = torch.tensor([3, 6, 1, 4])
+    tgt = torch.randint(4, 13, (4, 6)).masked_fill(torch.arange(6)[None] >= tgt_len[:, None], U.PAD)
+    loss, n = m.loss(src, src_len, "en", tgt, tgt_len)
+    got = torch.autograd.grad(loss, [p for p in m.parameters() if p.requires_grad], allow_unused=True)
+    tgt_in = torch.cat([torch.full((4, 1), U.BOS), tgt], 1)
+    tgt_out = torch.cat([tgt, torch.full((4, 1), U.PAD)], 1)
+    tgt_out[torch.arange(4), tgt_len] = U.EOS
+    logits, _ = m.decoders["en"](tgt_in, m.encoder(src, src_len))
+    ref = F.cross_entropy(logits.reshape(-1, 13).float(), tgt_out.reshape(-1), ignore_index=U.PAD,
+                          reduction="sum")
+    want = torch.autograd.grad(ref, [p for p in m.parameters() if p.requires_grad], allow_unused=True)
+    assert n == int(tgt_len.sum()) + 4
+    torch.testing.assert_close(loss, ref)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_greedy_batch_equals_each_sentence_alone():
+    """torch_greedy_decode drops finished sentences from its batch as it goes: every sentence's
+    tokens, score and attention are still those of decoding it alone."""
+    torch.manual_seed(4)
+    m = M.UNMT(M.ModelConfig(hidden=16, layers=1), ["de", "en"], 30, {"de": 15, "en": 15}, 8, impl="torch")
+    m = m.double().eval()
+    src, lens = torch.randint(4, 30, (7, 9)), torch.tensor([9, 3, 5, 1, 8, 2, 6])
+    src[torch.arange(9)[None] >= lens[:, None]] = U.PAD
+    # an untrained model runs every sentence to its limit: 3 to 11 tokens, so the batch shrinks often
+    g = M.torch_greedy_decode(m.encoder, m.decoders["en"], src, lens, U.BOS, U.EOS, max_len_a=1.0, max_len_b=2)
+    assert len(set(g.lengths.tolist())) >= 3
+    for i in range(7):
+        n = int(lens[i])
+        one = M.torch_greedy_decode(m.encoder, m.decoders["en"], src[i:i + 1, :n], lens[i:i + 1], U.BOS, U.EOS,
+                                    max_len_a=1.0, max_len_b=2)
+        k = int(one.lengths[0])
+        assert int(g.lengths[i]) == k and g.tokens[i, :k].tolist() == one.tokens[0, :k].tolist()
+        assert (g.tokens[i, k:] == U.PAD).all() and float(g.attention[i, k:].abs().sum()) == 0.0
+        torch.testing.assert_close(g.scores[i], one.scores[0])
+        torch.testing.assert_close(g.attention[i, :k, :n], one.attention[0, :k])
+
+
 def test_torch_beam_size_one_equals_greedy():
     torch.manual_seed(1)
     m = M.UNMT(M.ModelConfig(hidden=16, layers=1), ["de", "en"], 30, {"de": 15, "en": 15}, 8, impl="torch").eval()

@@ -291,6 +291,39 @@ def test_decoding_bad_input():
         greedy_decode(enc, dec, src, lengths, BOS, EOS, cuda_graph="yes")
 
 
+@pytest.mark.parametrize("cell,attention", [("gru", "general"), ("lstm", "additive"), ("gru", None)])
+def test_greedy_dropping_finished_rows_gives_the_full_batchs_result(monkeypatch, cell, attention):
+    """Once at most COMPACT_AT of the rows run, the others leave the batch (repeatedly, as more
+    finish): the tokens, lengths, scores and attention are those of decoding the whole batch."""
+    from fastrnn.nn import decoding
+
+    enc, dec = _models(cell, attention, seed=3)
+    src, lengths = _batch(13, 11, seed=4)    # outputs of 7 to 22 tokens
+    sizes = []
+    real_one = decoding._Greedy._one
+
+    def one(self, d, state):
+        sizes.append(self.prev.shape[0])
+        return real_one(self, d, state)
+
+    monkeypatch.setattr(decoding._Greedy, "_one", one)
+    full = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+    monkeypatch.setattr(decoding, "COMPACT_AT", 0.0)
+    sizes_full = list(sizes)
+    sizes.clear()
+    whole = greedy_decode(enc, dec, src, lengths, BOS, EOS)
+    assert set(sizes) == {13}
+    assert len(set(sizes_full)) >= 3 and sizes_full[0] == 13 and min(sizes_full) < 13   # compacted, twice
+    assert len(sizes_full) == len(sizes)
+    _check_well_formed(full, src, lengths)
+    assert torch.equal(full.tokens, whole.tokens) and torch.equal(full.lengths, whole.lengths)
+    torch.testing.assert_close(full.scores, whole.scores)
+    if attention is None:
+        assert full.attention is None and whole.attention is None
+    else:
+        torch.testing.assert_close(full.attention, whole.attention)
+
+
 def test_greedy_leaves_the_encoder_output_alone():
     # Greedy decoding updates its decoder state in place (so a CUDA graph can replay the step):
     # on its own copies, never on the encoder's final state it starts from.
@@ -361,10 +394,16 @@ def _fake_cuda_graphs(monkeypatch):
 def _graphed_equals_plain(enc, dec, src, lengths):
     from fastrnn.nn import decoding
 
-    with torch.inference_mode():
-        enc_out = enc(src, lengths)
-        plain = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5)
-        graphed = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5, cuda_graph=True)
+    # the eager path without dropping finished rows: a graph keeps its batch (a smaller batch's
+    # products may differ in the last bits, test_greedy_dropping_finished_rows_...)
+    compact_at, decoding.COMPACT_AT = decoding.COMPACT_AT, 0.0
+    try:
+        with torch.inference_mode():
+            enc_out = enc(src, lengths)
+            plain = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5)
+            graphed = decoding._greedy(dec, enc_out, lengths, BOS, EOS, 1.5, 5, cuda_graph=True)
+    finally:
+        decoding.COMPACT_AT = compact_at
     for a, b in zip(graphed, plain):
         assert torch.equal(a, b)
     return plain, enc_out, graphed
