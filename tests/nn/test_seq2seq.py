@@ -170,6 +170,34 @@ def test_tied_projection_uses_embedding_table():
     assert not torch.allclose(logits[..., 5], logits2[..., 5])
 
 
+@pytest.mark.parametrize("tie", [False, True], ids=["free", "tied"])
+def test_features_only_and_output_layer_give_the_logits(tie):
+    """forward(features_only=True) returns the output layer's inputs; output_layer of any
+    selection of them (the non-padding rows of a loss) gives those rows' logits and gradients."""
+    enc, dec = _models("gru", "general", tie=tie)
+    src, lengths = _batch()
+    tgt = torch.randint(1, V, (3, 5))
+    logits, attn = dec(tgt, enc(src, lengths))
+    feats, attn2 = dec(tgt, enc(src, lengths), features_only=True)
+    assert feats.shape == (3, 5, dec.output_size)
+    torch.testing.assert_close(attn2, attn)
+    torch.testing.assert_close(dec.output_layer(feats), logits)
+    keep = torch.rand(3, 5, generator=torch.Generator().manual_seed(2)) < 0.6
+    torch.testing.assert_close(dec.output_layer(feats[keep]), logits[keep])
+    weight = torch.randn(int(keep.sum()), V, dtype=feats.dtype)
+    params = [p for p in dec.parameters() if p.requires_grad]
+    got = torch.autograd.grad((dec.output_layer(feats[keep]) * weight).sum(), params, allow_unused=True)
+    want = torch.autograd.grad((logits[keep] * weight).sum(), params, allow_unused=True)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w)
+    with pytest.raises(TypeError, match="features_only must be a bool"):
+        dec(tgt, enc(src, lengths), features_only=1)
+    with pytest.raises(ValueError, match=rf"features must be a tensor of shape \[\.\.\., {dec.output_size}\]"):
+        dec.output_layer(feats[..., :-1])
+
+
 def test_gradients_reach_every_parameter():
     enc, dec = _models("lstm", "additive", dtype=torch.float32)
     enc.train(), dec.train()
