@@ -63,7 +63,7 @@ class TrainConfig:
     eval_every: int = 500
     save_every: int = 100
     log_every: int = 1              # history rows are means over this many steps
-    dev_sents: int = 300            # dev sentences translated for the periodic BLEU
+    dev_sents: int = 300            # dev sentences translated for the periodic BLEU (0: all)
     bt_max_len_a: float = 1.2
     bt_max_len_b: int = 5
     # Back-translate with the word-by-word model (each word's CSLS nearest neighbour in the shared
@@ -228,6 +228,8 @@ class Trainer:
             raise ValueError(f"--impl must be one of {IMPLS}, got {cfg.impl!r}")
         if cfg.bt_init_steps < 0:
             raise ValueError(f"--bt-init-steps must be >= 0, got {cfg.bt_init_steps}")
+        if cfg.dev_sents < 0:
+            raise ValueError(f"--dev-sents must be >= 0 (0: the whole dev set), got {cfg.dev_sents}")
         self.dist = Dist(cfg.device)
         self.device = self.dist.device
         src, tgt = cfg.langs
@@ -589,7 +591,8 @@ def add_args(sub):
     p.add_argument("--eval-every", type=int, default=500, help="dev BLEU every N steps (0: never)")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
     p.add_argument("--log-every", type=int, default=1, help="history rows are means over N steps")
-    p.add_argument("--dev-sents", type=int, default=300)
+    p.add_argument("--dev-sents", type=int, default=300,
+                   help="dev sentences translated for the periodic BLEU and the model selection (0: all)")
     p.add_argument("--resume", action="store_true", help="continue from <model>/checkpoint.pt")
     v = p.add_argument_group("variants (the rows of the paper's table)")
     v.add_argument("--no-backtranslation", action="store_true", help="denoising only")

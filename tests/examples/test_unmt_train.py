@@ -687,6 +687,21 @@ def test_word_by_word_back_translation_steps_must_not_be_negative(work, tmp_path
         T.Trainer(tiny_config(work, str(tmp_path / "m"), "--bt-init-steps", "-1"))
 
 
+def test_dev_sents_zero_scores_the_whole_dev_set(work, tmp_path):
+    """--dev-sents 0: the periodic BLEU (and the model selection) translates all 20 dev sentences."""
+    import translate as TR
+    tr = T.Trainer(tiny_config(work, str(tmp_path / "m"), "--steps", "2", "--eval-every", "2",
+                               "--dev-sents", "0"), log=lambda *a: None)
+    tr.fit(progress=False)
+    whole, hyps = TR.evaluate_split(tr.model, tr.vocabs, work, "de", "en", "dev")
+    first, _ = TR.evaluate_split(tr.model, tr.vocabs, work, "de", "en", "dev", limit=10)
+    assert len(hyps) == 20 and whole["bleu"] != first["bleu"]
+    assert tr.dev_history == [{"step": 2, "de-en": whole["bleu"],
+                               "en-de": TR.evaluate_split(tr.model, tr.vocabs, work, "en", "de", "dev")[0]["bleu"]}]
+    with pytest.raises(ValueError, match="--dev-sents must be >= 0"):
+        T.Trainer(tiny_config(work, str(tmp_path / "n"), "--dev-sents", "-1"))
+
+
 def test_reproduce_pairs_must_belong_to_the_preset(work, tmp_path):
     import nmt
     with pytest.raises(SystemExit, match="preset demo has de-en"):
