@@ -81,7 +81,13 @@ PRESETS = {
                       # 150 verses (until session 14) one run's fr->en dev BLEU went 8.22, 7.94,
                       # 7.14, 6.80, 7.39 at steps 750-1307. Greedy, both directions, it costs about
                       # 8 s per evaluation on a core, outside the rows' training time.
-                      "--dev-sents", "0", *SHORT_RUN],
+                      "--dev-sents", "0",
+                      # and each direction is chosen on its own dev BLEU (train.py --select): in
+                      # session 15's run the fr-en + back-translation model's dev fr->en peaked at
+                      # step 750 (7.43, then 7.29 / 7.13 / 7.05 / 7.01) while en->fr rose to the
+                      # end (5.68 at 750, 6.66 at 1326), so the mean's choice (the last step)
+                      # gave fr->en a model 0.42 dev BLEU below its best.
+                      "--select", "direction", *SHORT_RUN],
             "bt_init": BT_INIT,
             # seconds of training per row: the unsupervised and semi-supervised rows get the most
             # (back-translation decodes a batch per step), the supervised ones learn fast. fr-en,
@@ -110,7 +116,8 @@ PRESETS = {
     "full": {"pairs": ["de-en", "fr-en"], "rows": [r[0] for r in ROWS], "ablation": ABLATION,
              "train": ["--layers", "2", "--hidden", "600", "--batch-size", "50", "--max-vocab", "50000",
                        "--max-len", "50", "--lr", "0.0002", "--steps", "300000", "--eval-every", "5000",
-                       "--save-every", "1000", "--log-every", "100", "--dev-sents", "1000"],
+                       "--save-every", "1000", "--log-every", "100", "--dev-sents", "1000",
+                       "--select", "direction"],
              "speed_steps": 50, "examples": 10, "beam": 4},
 }
 
@@ -179,18 +186,20 @@ def train_row(pair: str, work: str, model_dir: str, flags: List[str], preset: di
         trainer.fit(resume=not force)
     finally:
         trainer.dist.close()
-    model, vocabs, _ = load_model(model_dir)
     src, tgt = pair.split("-")
     tests = {}
     for a, b in ((src, tgt), (tgt, src)):
+        model, vocabs, obj = load_model(model_dir, direction=(a, b))     # that direction's choice
         res, hyps = evaluate_split(model, vocabs, work, a, b, "test", beam=preset.get("beam", 1))
+        res["model_step"] = obj["step"]
         tests[f"{a}-{b}"] = res
         with atomic_write(os.path.join(model_dir, f"test.{a}-{b}.hyp")) as f:
             f.writelines(h + "\n" for h in hyps)
     out = {"test": tests, "steps": trainer.step, "train_time_s": round(trainer.train_time, 1),
            "wall_s": round(time.perf_counter() - t0, 1),
            "tokens_per_s": round(trainer.tokens / max(trainer.train_time, 1e-9), 1),
-           "best_dev_bleu": trainer.best_bleu, "impl": cfg.impl}
+           "best_dev_bleu": trainer.best_bleu, "best_dev_bleu_by_direction": trainer.best_by_direction,
+           "impl": cfg.impl}
     write_json(out, done)
     return out
 
@@ -271,7 +280,7 @@ def plot_heatmap(weights, src_tokens, tgt_tokens, path) -> None:
 def examples(model_dir: str, work: str, src: str, tgt: str, n: int, heatmap: Optional[str]) -> List[dict]:
     from nmt_utils import detokenize
     from translate import load_model, translate_tokens
-    model, vocabs, _ = load_model(model_dir)
+    model, vocabs, _ = load_model(model_dir, direction=(src, tgt))
     data = os.path.join(work, "data")
     srcs = [line.split() for line in read_lines(os.path.join(data, f"test.{src}.tok"))]
     raw = read_lines(os.path.join(data, f"test.{src}.raw"))

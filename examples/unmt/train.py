@@ -11,6 +11,11 @@ average of the weights, updated after every step, is what dev BLEU scores and mo
 with --ema-bt it also back-translates. A few hundred steps of Adam at lr 1e-3 on mini-batches of
 32 leave dev BLEU swinging by a point from one evaluation to the next; the average does not.
 
+Model selection: model.pt is the evaluation with the best mean dev BLEU of the two directions.
+With --select direction each direction also keeps its own best evaluation, model.<src>-<tgt>.pt,
+which `translate`, `evaluate` and `reproduce` then use for that direction: one run's two
+directions often peak at different steps (fr->en early, en->fr later).
+
 Resumability: a checkpoint holds the model (and its average), the optimizer, every rank's RNG
 states and each data stream's (epoch, position); nothing else draws random numbers, so `--resume`
 after a kill continues exactly as the uninterrupted run (same losses).
@@ -34,6 +39,7 @@ from model import IMPLS, UNMT, ModelConfig
 from nmt_utils import (NUM_SPECIAL, UNK, default_work, SharedSpace, Stream, add_noise, atomic_torch_save, build_vocabs, pad_batch, read_lines,
                        rng_state, set_rng_state, write_json)
 
+SELECT = ("mean", "direction")      # --select: model selection on dev BLEU (TrainConfig.select)
 
 class SimulatedKill(Exception):
     """Raised by fit(crash_after=N) to test --resume: the run stops as if killed, no final save."""
@@ -83,6 +89,9 @@ class TrainConfig:
     # ramp, whatever the decay.
     ema: float = 0.0
     ema_bt: bool = False            # back-translate with the averaged weights (a mean teacher)
+    # "mean": one model.pt, the best mean dev BLEU of both directions; "direction": also
+    # model.<src>-<tgt>.pt, each direction's best dev BLEU (translate/evaluate prefer it)
+    select: str = "mean"
     model: dict = field(default_factory=dict)
 
     @property
@@ -228,6 +237,8 @@ class Trainer:
             raise ValueError(f"--impl must be one of {IMPLS}, got {cfg.impl!r}")
         if cfg.bt_init_steps < 0:
             raise ValueError(f"--bt-init-steps must be >= 0, got {cfg.bt_init_steps}")
+        if cfg.select not in SELECT:
+            raise ValueError(f"--select must be one of {SELECT}, got {cfg.select!r}")
         if cfg.dev_sents < 0:
             raise ValueError(f"--dev-sents must be >= 0 (0: the whole dev set), got {cfg.dev_sents}")
         self.dist = Dist(cfg.device)
@@ -267,6 +278,7 @@ class Trainer:
         self.history: List[dict] = []
         self.dev_history: List[dict] = []
         self.best_bleu = -1.0
+        self.best_by_direction: Dict[str, float] = {}   # --select direction: "a-b" -> best dev BLEU
         self.train_time = 0.0
         self.tokens = 0
         self.window: Dict[str, float] = {}      # loss sums since the last history row
@@ -381,7 +393,8 @@ class Trainer:
         blob = self._model_blob()
         blob.update({"optim": self.opt.state_dict(), "streams": {n: s.state() for n, s in self.streams.items()},
                      "rngs": rngs, "history": self.history, "dev_history": self.dev_history,
-                     "best_bleu": self.best_bleu, "train_time": self.train_time, "tokens": self.tokens,
+                     "best_bleu": self.best_bleu, "best_by_direction": self.best_by_direction,
+                     "train_time": self.train_time, "tokens": self.tokens,
                      "window": self.window, "ema": self.ema})
         atomic_torch_save(blob, self.checkpoint_path())
         self.write_log()
@@ -412,6 +425,7 @@ class Trainer:
             torch.cuda.set_rng_state(mine["cuda"].cpu(), self.device)
         self.step, self.history, self.dev_history = blob["step"], blob["history"], blob["dev_history"]
         self.best_bleu, self.train_time, self.tokens = blob["best_bleu"], blob["train_time"], blob["tokens"]
+        self.best_by_direction = dict(blob.get("best_by_direction", {}))
         self.window = blob.get("window", {})
         if self.ema is not None:
             if blob.get("ema") is None:
@@ -425,7 +439,8 @@ class Trainer:
         write_json({"config": asdict(self.cfg), "step": self.step, "history": self.history,
                     "dev": self.dev_history, "train_time_s": round(self.train_time, 2), "tokens": self.tokens,
                     "tokens_per_s": round(self.tokens / self.train_time, 1) if self.train_time else None,
-                    "best_dev_bleu": self.best_bleu, "world_size": self.dist.world, "device": str(self.device)},
+                    "best_dev_bleu": self.best_bleu, "best_dev_bleu_by_direction": self.best_by_direction,
+                    "world_size": self.dist.world, "device": str(self.device)},
                    os.path.join(self.cfg.model_dir, "train_log.json"))
 
     def evaluate_dev(self):
@@ -439,10 +454,18 @@ class Trainer:
                 res, _ = evaluate_split(self.model, self.vocabs, self.cfg.work, a, b, "dev", limit=self.cfg.dev_sents)
                 row[f"{a}-{b}"] = res["bleu"]
             self.dev_history.append(row)
+            blob = None
             bleu = (row[f"{src}-{tgt}"] + row[f"{tgt}-{src}"]) / 2
             if bleu > self.best_bleu:
                 self.best_bleu = bleu
-                atomic_torch_save(self._model_blob(), os.path.join(self.cfg.model_dir, "model.pt"))
+                blob = self._model_blob()
+                atomic_torch_save(blob, os.path.join(self.cfg.model_dir, "model.pt"))
+            if self.cfg.select == "direction":
+                for d in (f"{src}-{tgt}", f"{tgt}-{src}"):
+                    if row[d] > self.best_by_direction.get(d, -1.0):
+                        self.best_by_direction[d] = row[d]
+                        blob = blob or self._model_blob()
+                        atomic_torch_save(blob, os.path.join(self.cfg.model_dir, f"model.{d}.pt"))
         return row
 
     def replicas_identical(self) -> bool:
@@ -457,8 +480,15 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             os.makedirs(cfg.model_dir, exist_ok=True)
-        if resume and self.load_checkpoint():
+        resumed = resume and self.load_checkpoint()
+        if resumed:
             self.log(f"resumed {self.checkpoint_path()} at step {self.step}")
+        if self.dist.main and (not resumed or cfg.select != "direction"):
+            # a direction's model left by an earlier run (or another --select) is not this run's choice
+            for a, b in (cfg.langs, cfg.langs[::-1]):
+                stale = os.path.join(cfg.model_dir, f"model.{a}-{b}.pt")
+                if os.path.exists(stale):
+                    os.remove(stale)
         tasks = cfg.objectives()
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (progress and self.dist.main),
@@ -516,7 +546,7 @@ def config_from_args(args) -> TrainConfig:
                       backtranslation=not args.no_backtranslation, bpe=args.bpe, parallel=parallel,
                       supervised=bool(args.supervised), eval_every=args.eval_every, save_every=args.save_every,
                       log_every=args.log_every, embed_rms=args.embed_rms, bt_init_steps=args.bt_init_steps,
-                      dev_sents=args.dev_sents, ema=args.ema, ema_bt=args.ema_bt,
+                      dev_sents=args.dev_sents, ema=args.ema, ema_bt=args.ema_bt, select=args.select,
                       model={"cell": args.cell, "layers": args.layers, "hidden": args.hidden,
                              "attention": args.attention, "input_feeding": not args.no_input_feeding,
                              "dropout": args.dropout, "freeze_embeddings": not args.train_embeddings,
@@ -593,6 +623,10 @@ def add_args(sub):
     p.add_argument("--log-every", type=int, default=1, help="history rows are means over N steps")
     p.add_argument("--dev-sents", type=int, default=300,
                    help="dev sentences translated for the periodic BLEU and the model selection (0: all)")
+    p.add_argument("--select", choices=SELECT, default="mean",
+                   help="model selection on dev BLEU: mean (model.pt, the best mean of both directions) or "
+                        "direction (also model.<src>-<tgt>.pt, each direction's best; translate and evaluate "
+                        "use it for that direction)")
     p.add_argument("--resume", action="store_true", help="continue from <model>/checkpoint.pt")
     v = p.add_argument_group("variants (the rows of the paper's table)")
     v.add_argument("--no-backtranslation", action="store_true", help="denoising only")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -11,7 +11,13 @@ from model import UNMT, ModelConfig
 from nmt_utils import NUM_SPECIAL, UNK, SharedSpace, Vocab, bucket_by_length, detokenize, pad_batch, read_lines, tokenize, write_json
 
 
-def model_path(model_dir: str) -> str:
+def model_path(model_dir: str, direction: Optional[Tuple[str, str]] = None) -> str:
+    """<model_dir>/model.<src>-<tgt>.pt when training kept one for that direction (--select
+    direction), else <model_dir>/model.pt."""
+    if direction is not None:
+        path = os.path.join(model_dir, f"model.{direction[0]}-{direction[1]}.pt")
+        if os.path.exists(path):
+            return path
     path = os.path.join(model_dir, "model.pt")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: train a model first (`unmt.py train --model {model_dir}`)")
@@ -28,9 +34,11 @@ def build_from_saved(obj, impl: Optional[str] = None, device="cpu", backend: Opt
     return model.to(device), {v.lang: v for v in vocabs}
 
 
-def load_model(model_dir: str, impl: Optional[str] = None, device="cpu", backend: Optional[str] = None):
-    """-> (UNMT in eval mode, {lang: Vocab}, the saved metadata)."""
-    obj = torch.load(model_path(model_dir), map_location=device, weights_only=False)
+def load_model(model_dir: str, impl: Optional[str] = None, device="cpu", backend: Optional[str] = None,
+               direction: Optional[Tuple[str, str]] = None):
+    """-> (UNMT in eval mode, {lang: Vocab}, the saved metadata); with direction=(src, tgt), the
+    model kept for that direction if training selected one (see model_path)."""
+    obj = torch.load(model_path(model_dir, direction), map_location=device, weights_only=False)
     model, vocabs = build_from_saved(obj, impl, device, backend)
     model.load_state_dict(obj["state_dict"])
     model.eval()
@@ -141,7 +149,7 @@ def evaluate_split(model, vocabs, work: str, src: str, tgt: str, split: str = "t
 # ----------------------------------------------------------------------------- commands
 
 def cmd_translate(args) -> int:
-    model, vocabs, _ = load_model(args.model, args.impl, args.device, args.backend)
+    model, vocabs, _ = load_model(args.model, args.impl, args.device, args.backend, direction=(args.src, args.tgt))
     for lang in (args.src, args.tgt):
         if lang not in vocabs:
             raise SystemExit(f"--src/--tgt must be among the model's languages {sorted(vocabs)}, got {lang!r}")
@@ -157,10 +165,12 @@ def cmd_evaluate(args) -> int:
     from nmt_utils import atomic_write
     results = []
     for model_dir in args.model:
-        model, vocabs, obj = load_model(model_dir, args.impl, args.device, args.backend)
+        obj = torch.load(model_path(model_dir), map_location="cpu", weights_only=False)
         work = args.work or obj["train_config"]["work"]
-        langs = list(vocabs)
+        langs = [v["lang"] for v in obj["vocabs"]]
         for src, tgt in ((langs[0], langs[1]), (langs[1], langs[0])):
+            # each direction's own model when training kept one (--select direction)
+            model, vocabs, _ = load_model(model_dir, args.impl, args.device, args.backend, direction=(src, tgt))
             res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam, unk=args.unk)
             res["model"] = model_dir
             results.append(res)

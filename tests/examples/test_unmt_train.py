@@ -702,6 +702,55 @@ def test_dev_sents_zero_scores_the_whole_dev_set(work, tmp_path):
         T.Trainer(tiny_config(work, str(tmp_path / "n"), "--dev-sents", "-1"))
 
 
+def test_select_direction_keeps_each_directions_best_model(work, tmp_path, monkeypatch):
+    """--select direction: model.<a>-<b>.pt is the evaluation with that direction's best dev BLEU,
+    model.pt the best mean; translate/evaluate/reproduce load a direction's own model."""
+    import translate as TR
+    scripted = {2: {"de-en": 5.0, "en-de": 1.0}, 4: {"de-en": 3.0, "en-de": 4.0}, 6: {"de-en": 4.0, "en-de": 2.0}}
+    weights = {}                                     # step -> the weights dev BLEU scored
+
+    def fake_evaluate_split(model, vocabs, work_, a, b, split, limit=None, **kw):
+        weights[tr.step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"bleu": scripted[tr.step][f"{a}-{b}"]}, []
+
+    monkeypatch.setattr(TR, "evaluate_split", fake_evaluate_split)
+    d = str(tmp_path / "m")
+    tr = T.Trainer(tiny_config(work, d, "--steps", "6", "--eval-every", "2", "--select", "direction"),
+                   log=lambda *a: None)
+    tr.fit(progress=False)
+    assert tr.best_bleu == 3.5 and tr.best_by_direction == {"de-en": 5.0, "en-de": 4.0}
+    want = {"model.pt": 4, "model.de-en.pt": 2, "model.en-de.pt": 4}
+    for name, step in want.items():
+        blob = torch.load(os.path.join(d, name), weights_only=False)
+        assert blob["step"] == step, name
+        assert all(torch.equal(blob["state_dict"][k], v) for k, v in weights[step].items()), name
+    assert TR.model_path(d, ("de", "en")).endswith("model.de-en.pt")
+    assert TR.model_path(d).endswith("model.pt")
+    assert TR.load_model(d, direction=("de", "en"))[2]["step"] == 2
+    assert TR.load_model(d, direction=("en", "de"))[2]["step"] == 4
+    # a killed run resumed keeps the bests it had: the same files as the uninterrupted run
+    d2 = str(tmp_path / "k")
+    tr = T.Trainer(tiny_config(work, d2, "--steps", "6", "--eval-every", "2", "--select", "direction",
+                               "--save-every", "2"), log=lambda *a: None)
+    with pytest.raises(T.SimulatedKill):
+        tr.fit(progress=False, crash_after=5)
+    tr = T.Trainer(tiny_config(work, d2, "--steps", "6", "--eval-every", "2", "--select", "direction",
+                               "--save-every", "2"), log=lambda *a: None)
+    tr.fit(resume=True, progress=False)
+    assert tr.best_by_direction == {"de-en": 5.0, "en-de": 4.0}
+    for name, step in want.items():
+        assert torch.load(os.path.join(d2, name), weights_only=False)["step"] == step, name
+    # a fresh run with the default selection leaves no direction's model of the earlier run behind
+    tr = T.Trainer(tiny_config(work, d, "--steps", "2", "--eval-every", "2"), log=lambda *a: None)
+    tr.fit(progress=False)
+    assert not os.path.exists(os.path.join(d, "model.de-en.pt"))
+    assert TR.model_path(d, ("de", "en")).endswith("model.pt") and tr.best_by_direction == {}
+    cfg = tiny_config(work, str(tmp_path / "x"))
+    cfg.select = "best"
+    with pytest.raises(ValueError, match="--select must be one of"):
+        T.Trainer(cfg)
+
+
 def test_reproduce_pairs_must_belong_to_the_preset(work, tmp_path):
     import nmt
     with pytest.raises(SystemExit, match="preset demo has de-en"):
