@@ -232,7 +232,12 @@ def plot_curves(runs: Dict[str, str], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    # names are "<pair> <row>": a row keeps its colour in every pair, a pair has its line style
+    pairs = list(dict.fromkeys(n.split(" ")[0] for n in runs))
+    rows = list(dict.fromkeys(n.split(" ", 1)[-1] for n in runs))
     for name, model_dir in runs.items():
+        style = {"color": f"C{rows.index(name.split(' ', 1)[-1]) % 10}",
+                 "linestyle": ("-", "--", ":", "-.")[pairs.index(name.split(" ")[0]) % 4]}
         log = os.path.join(model_dir, "train_log.json")
         if not os.path.exists(log):
             continue
@@ -244,10 +249,11 @@ def plot_curves(runs: Dict[str, str], path: str) -> None:
             loss = [sum(v for k, v in h.items() if "." in k) / max(1, sum(1 for k in h if "." in k)) for h in hist]
             k = max(1, len(loss) // 50)
             smooth = [sum(loss[max(0, i - k):i + 1]) / len(loss[max(0, i - k):i + 1]) for i in range(len(loss))]
-            ax1.plot(steps, smooth, label=name)
+            ax1.plot(steps, smooth, label=name, **style)
         if obj["dev"]:
             ax2.plot([d["step"] for d in obj["dev"]],
-                     [sum(v for k, v in d.items() if k != "step") / (len(d) - 1) for d in obj["dev"]], "o-", label=name)
+                     [sum(v for k, v in d.items() if k != "step") / (len(d) - 1) for d in obj["dev"]], marker="o",
+                     label=name, **style)
     ax1.set(xlabel="step", ylabel="training loss (nats/token, mean over objectives)", title="training")
     ax2.set(xlabel="step", ylabel="dev BLEU (mean of both directions)", title="dev BLEU")
     for ax in (ax1, ax2):
