@@ -489,6 +489,9 @@ class Trainer:
                 stale = os.path.join(cfg.model_dir, f"model.{a}-{b}.pt")
                 if os.path.exists(stale):
                     os.remove(stale)
+        tuned = os.path.join(cfg.model_dir, "decode.json")     # translate.DECODE_FILE: tuned for the old weights
+        if self.dist.main and os.path.exists(tuned):
+            os.remove(tuned)
         tasks = cfg.objectives()
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (progress and self.dist.main),

@@ -46,6 +46,48 @@ def load_model(model_dir: str, impl: Optional[str] = None, device="cpu", backend
 
 
 UNK_MODES = ("translate", "copy")
+DEFAULT_ALPHA = 0.6     # GNMT's length penalty for beam search, until one is tuned on dev
+DECODE_FILE = "decode.json"
+
+
+def tuned_alpha(model_dir: str, src: str, tgt: str) -> Optional[float]:
+    """The length penalty `evaluate --tune-alpha` (or `reproduce`) chose on dev for this model and
+    direction, or None. Training removes the file: a model trained further is tuned again."""
+    path = os.path.join(model_dir, DECODE_FILE)
+    if not os.path.exists(path):
+        return None
+    import json
+    with open(path) as f:
+        return json.load(f).get(f"{src}-{tgt}", {}).get("alpha")
+
+
+def save_tuned_alpha(model_dir: str, src: str, tgt: str, alpha: float, beam: int, dev_bleu: Dict[str, float]) -> None:
+    import json
+    path = os.path.join(model_dir, DECODE_FILE)
+    blob = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            blob = json.load(f)
+    blob[f"{src}-{tgt}"] = {"alpha": alpha, "beam": beam, "dev_bleu_by_alpha": dev_bleu}
+    write_json(blob, path)
+
+
+def tune_alpha(model: UNMT, vocabs, work: str, src: str, tgt: str, beam: int, alphas: Sequence[float],
+               limit: Optional[int] = None, unk: str = "translate") -> Tuple[float, Dict[str, float]]:
+    """The beam search's length penalty with the best BLEU on the dev split (the first of equals),
+    and each alpha's dev BLEU. A model that writes too short for BLEU's brevity penalty (session
+    16: fr->en output 0.89 of the reference length with alpha 0.6) gets longer with a larger alpha."""
+    if beam < 2:
+        raise ValueError(f"tuning the length penalty needs beam search (beam >= 2), got beam {beam}")
+    alphas = [float(a) for a in alphas]
+    if not alphas:
+        raise ValueError("alphas must not be empty")
+    table = {}
+    for a in alphas:
+        res, _ = evaluate_split(model, vocabs, work, src, tgt, "dev", beam=beam, limit=limit, unk=unk, alpha=a)
+        table[f"{a:g}"] = res["bleu"]
+    best = max(alphas, key=lambda a: (table[f"{a:g}"], -alphas.index(a)))
+    return float(best), table
 
 
 def unk_translations(model: UNMT, vocabs, src: str, tgt: str, words: Sequence[str], csls_k: int = 10) -> Dict[str, str]:
@@ -72,8 +114,9 @@ def unk_translations(model: UNMT, vocabs, src: str, tgt: str, words: Sequence[st
 
 def translate_tokens(model: UNMT, vocabs, src: str, tgt: str, sents: Sequence[Sequence[str]], beam: int = 1,
                      batch_tokens: int = 2000, max_len: int = 200, attention_out: Optional[list] = None,
-                     unk: str = "translate") -> List[List[str]]:
-    """Tokenized source sentences -> tokenized translations, in input order. Empty inputs give
+                     unk: str = "translate", alpha: float = DEFAULT_ALPHA) -> List[List[str]]:
+    """Tokenized source sentences -> tokenized translations, in input order (beam search with the
+    GNMT length penalty `alpha`). Empty inputs give
     empty outputs without touching the model. Words outside the encoder's vocabulary become <unk>
     on the way in; an <unk> on the way out becomes the source word it attends to most, translated
     by `unk_translations` (unk="translate") or as it is (unk="copy")."""
@@ -94,7 +137,7 @@ def translate_tokens(model: UNMT, vocabs, src: str, tgt: str, sents: Sequence[Se
             rows = [todo[j] for j in chunk]
             x, lengths = pad_batch([ids[i] for i in rows])
             x = vs.to_joint(x).to(device)
-            res = model.translate(x, lengths.to(device), tgt, beam=beam)
+            res = model.translate(x, lengths.to(device), tgt, beam=beam, alpha=alpha)
             table = None
             if unk == "translate":
                 hit = (res.tokens == UNK).cpu()
@@ -133,20 +176,31 @@ def score(hyps: Sequence[str], refs: Sequence[str]) -> dict:
 
 
 def evaluate_split(model, vocabs, work: str, src: str, tgt: str, split: str = "test", beam: int = 1,
-                   limit: Optional[int] = None, unk: str = "translate") -> dict:
+                   limit: Optional[int] = None, unk: str = "translate", alpha: float = DEFAULT_ALPHA) -> dict:
     """Translate <work>/data/<split>.<src>.tok and score against <split>.<tgt>.raw."""
     data = os.path.join(work, "data")
     srcs = [line.split() for line in read_lines(os.path.join(data, f"{split}.{src}.tok"))]
     refs = read_lines(os.path.join(data, f"{split}.{tgt}.raw"))
     if limit:
         srcs, refs = srcs[:limit], refs[:limit]
-    hyps = [detokenize(h, tgt) if h else "" for h in translate_tokens(model, vocabs, src, tgt, srcs, beam=beam, unk=unk)]
+    hyps = [detokenize(h, tgt) if h else "" for h in translate_tokens(model, vocabs, src, tgt, srcs, beam=beam, unk=unk,
+                                                                          alpha=alpha)]
     res = score(hyps, refs)
     res.update({"src": src, "tgt": tgt, "split": split, "sentences": len(refs), "beam": beam, "unk": unk})
+    if beam > 1:
+        res["alpha"] = alpha
     return res, hyps
 
 
 # ----------------------------------------------------------------------------- commands
+
+def pick_alpha(args, model_dir: str, src: str, tgt: str) -> float:
+    """--alpha, else the one tuned on dev for this model and direction, else DEFAULT_ALPHA."""
+    if args.alpha is not None:
+        return args.alpha
+    tuned = tuned_alpha(model_dir, src, tgt)
+    return DEFAULT_ALPHA if tuned is None else tuned
+
 
 def cmd_translate(args) -> int:
     model, vocabs, _ = load_model(args.model, args.impl, args.device, args.backend, direction=(args.src, args.tgt))
@@ -154,7 +208,8 @@ def cmd_translate(args) -> int:
         if lang not in vocabs:
             raise SystemExit(f"--src/--tgt must be among the model's languages {sorted(vocabs)}, got {lang!r}")
     lines = [line.rstrip("\n") for line in sys.stdin]
-    for hyp in translate_raw(model, vocabs, args.src, args.tgt, lines, beam=args.beam, unk=args.unk):
+    alpha = pick_alpha(args, args.model, args.src, args.tgt)
+    for hyp in translate_raw(model, vocabs, args.src, args.tgt, lines, beam=args.beam, unk=args.unk, alpha=alpha):
         sys.stdout.write(hyp + "\n")
     sys.stdout.flush()
     return 0
@@ -163,6 +218,10 @@ def cmd_translate(args) -> int:
 def cmd_evaluate(args) -> int:
     """Both directions of every model given (a de-en and a fr-en model: all four directions)."""
     from nmt_utils import atomic_write
+    if args.tune_alpha and args.beam < 2:
+        raise SystemExit(f"--tune-alpha tunes beam search: give --beam >= 2 (got {args.beam})")
+    if args.tune_alpha and args.alpha is not None:
+        raise SystemExit("--alpha and --tune-alpha: give one")
     results = []
     for model_dir in args.model:
         obj = torch.load(model_path(model_dir), map_location="cpu", weights_only=False)
@@ -171,7 +230,14 @@ def cmd_evaluate(args) -> int:
         for src, tgt in ((langs[0], langs[1]), (langs[1], langs[0])):
             # each direction's own model when training kept one (--select direction)
             model, vocabs, _ = load_model(model_dir, args.impl, args.device, args.backend, direction=(src, tgt))
-            res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam, unk=args.unk)
+            if args.tune_alpha:
+                alpha, table = tune_alpha(model, vocabs, work, src, tgt, args.beam, args.tune_alpha, unk=args.unk)
+                save_tuned_alpha(model_dir, src, tgt, alpha, args.beam, table)
+                print(f"{src}->{tgt} dev BLEU by length penalty: "
+                      + "  ".join(f"{a} {b:.2f}" for a, b in table.items()) + f"; alpha {alpha:g}")
+            else:
+                alpha = pick_alpha(args, model_dir, src, tgt)
+            res, hyps = evaluate_split(model, vocabs, work, src, tgt, args.split, args.beam, unk=args.unk, alpha=alpha)
             res["model"] = model_dir
             results.append(res)
             print(f"{src}->{tgt} {args.split}: BLEU {res['bleu']:.2f}  chrF {res['chrf']:.2f}  ({model_dir})")
@@ -180,6 +246,31 @@ def cmd_evaluate(args) -> int:
                 f.writelines(h + "\n" for h in hyps)
         write_json([r for r in results if r["model"] == model_dir], os.path.join(model_dir, f"eval.{args.split}.json"))
     return 0
+
+
+def _alphas(text: str) -> List[float]:
+    import argparse
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if not out or any(not (a >= 0 and a != float("inf")) for a in out):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers >= 0, got {text!r}")
+    return out
+
+
+def _alpha(text: str) -> float:
+    import argparse
+    out = _alphas(text)
+    if len(out) != 1:
+        raise argparse.ArgumentTypeError(f"expected one number >= 0, got {text!r}")
+    return out[0]
+
+
+def _add_alpha_arg(p):
+    p.add_argument("--alpha", type=_alpha, default=None,
+                   help="beam search's GNMT length penalty ((5 + n) / 6) ** alpha; default: the one tuned on "
+                        f"dev for this model and direction (decode.json), else {DEFAULT_ALPHA}")
 
 
 def _add_unk_arg(p):
@@ -194,6 +285,7 @@ def add_args(sub):
     p.add_argument("--src", required=True)
     p.add_argument("--tgt", required=True)
     p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    _add_alpha_arg(p)
     _add_unk_arg(p)
     p.add_argument("--impl", choices=("fastrnn", "torch"), default=None, help="default: as trained")
     p.add_argument("--device", default="cpu")
@@ -205,6 +297,10 @@ def add_args(sub):
     p.add_argument("--work", default=None, help="data directory (default: the one each model was trained on)")
     p.add_argument("--split", default="test", choices=("test", "dev"))
     p.add_argument("--beam", type=int, default=1)
+    _add_alpha_arg(p)
+    p.add_argument("--tune-alpha", type=_alphas, default=None, metavar="A,B,...",
+                   help="choose the length penalty among these on the dev split (with --beam >= 2), for each "
+                        "direction, save it in the model's decode.json (translate uses it) and score with it")
     _add_unk_arg(p)
     p.add_argument("--impl", choices=("fastrnn", "torch"), default=None)
     p.add_argument("--device", default="cpu")

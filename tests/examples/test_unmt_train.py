@@ -485,6 +485,64 @@ def test_evaluate_scores_both_directions_with_signatures(trained, work):
     assert json.load(open(log))["dev"][0]["step"] == 3
 
 
+def test_length_penalty_is_tuned_on_dev_saved_and_used_by_translate(trained, work, tmp_path, monkeypatch, capsys):
+    """evaluate --tune-alpha picks each direction's alpha by dev BLEU (the first of equals), saves
+    it in decode.json, and translate/evaluate then decode with it unless --alpha is given."""
+    import io
+    import json
+    import shutil
+    import nmt
+    d = str(tmp_path / "m")
+    shutil.copytree(trained, d)
+    model, vocabs, _ = TR.load_model(d)
+    real = TR.evaluate_split
+    seen = []
+
+    def scripted(m, v, w, src, tgt, split="test", beam=1, limit=None, unk="translate", alpha=TR.DEFAULT_ALPHA):
+        res, hyps = real(m, v, w, src, tgt, split, beam, limit, unk, alpha)
+        seen.append((src, split, beam, alpha))
+        if split == "dev":      # scripted dev BLEU: de->en best at 1.5, en->de flat (the first wins)
+            res["bleu"] = {"de": {0.6: 3.0, 1.5: 5.0, 2.5: 4.0}[alpha], "en": 2.0}[src]
+        return res, hyps
+    monkeypatch.setattr(TR, "evaluate_split", scripted)
+    assert TR.tune_alpha(model, vocabs, work, "de", "en", 2, [0.6, 1.5, 2.5]) == (1.5, {"0.6": 3.0, "1.5": 5.0,
+                                                                                      "2.5": 4.0})
+    assert TR.tune_alpha(model, vocabs, work, "en", "de", 2, [2.5, 0.6])[0] == 2.5
+    with pytest.raises(ValueError, match="beam >= 2"):
+        TR.tune_alpha(model, vocabs, work, "de", "en", 1, [0.6])
+    seen.clear()
+    assert nmt.main(["evaluate", "--model", d, "--beam", "2", "--tune-alpha", "0.6,1.5,2.5"]) == 0
+    assert "de->en dev BLEU by length penalty: 0.6 3.00  1.5 5.00  2.5 4.00; alpha 1.5" in capsys.readouterr().out
+    assert ("de", "test", 2, 1.5) in seen and ("en", "test", 2, 0.6) in seen      # test decoded with the choice
+    saved = json.load(open(os.path.join(d, "decode.json")))
+    assert saved["de-en"]["alpha"] == 1.5 and saved["en-de"]["alpha"] == 0.6 and saved["de-en"]["beam"] == 2
+    assert TR.tuned_alpha(d, "de", "en") == 1.5 and TR.tuned_alpha(trained, "de", "en") is None
+    monkeypatch.setattr(TR, "evaluate_split", real)
+    # translate: the tuned alpha by default, --alpha over it; the outputs are those of the explicit alpha
+    used = []
+    orig = TR.translate_raw
+    monkeypatch.setattr(TR, "translate_raw", lambda *a, **k: used.append(k["alpha"]) or orig(*a, **k))
+
+    def translate(*flags):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("d1 d2 d3\nd4 d5\n"))
+        assert nmt.main(["translate", "--model", d, "--src", "de", "--tgt", "en", "--beam", "2", *flags]) == 0
+        return capsys.readouterr().out
+    assert translate() == translate("--alpha", "1.5") and used == [1.5, 1.5]
+    translate("--alpha", "0")
+    assert used[-1] == 0.0
+    for bad in (["--alpha", "-1"], ["--alpha", "1,2"], ["--alpha", "inf"]):
+        with pytest.raises(SystemExit):
+            nmt.main(["translate", "--model", d, "--src", "de", "--tgt", "en", *bad])
+    with pytest.raises(SystemExit, match="--beam >= 2"):
+        nmt.main(["evaluate", "--model", d, "--tune-alpha", "0.6,1"])
+    with pytest.raises(SystemExit, match="give one"):
+        nmt.main(["evaluate", "--model", d, "--beam", "2", "--tune-alpha", "0.6,1", "--alpha", "1"])
+    # training the model further makes the tuned alpha stale: it is removed
+    tr = T.Trainer(tiny_config(work, d, "--steps", "4", "--eval-every", "3"), log=lambda *a: None)
+    tr.fit(resume=True, progress=False)
+    assert not os.path.exists(os.path.join(d, "decode.json"))
+
+
 def test_perfect_hypotheses_score_100():
     res = TR.score(["e1 e2 e3 e4 e5"], ["e1 e2 e3 e4 e5"])
     assert res["bleu"] == 100.0 and res["chrf"] == 100.0
@@ -807,3 +865,43 @@ def test_full_preset_builds_the_papers_model_and_trains(work, tmp_path):
     for kind in ("none", "dot", "low_rank", "additive"):     # the attention ablation's rows
         dec = trainer(kind, "--attention", kind).model.decoders["en"]
         assert (dec.attn is None) == (kind == "none") and dec.attention_kind in (kind, None)
+
+
+def test_reproduce_resumes_a_row_given_more_training_and_retrains_a_changed_one(work, tmp_path, capsys):
+    """A row's done.json is reused only while the preset's settings and limits would stop it where
+    it stopped: a larger budget resumes it (as one longer run), a smaller one or another setting
+    trains it again from scratch."""
+    import json
+    import reproduce as R
+    preset = {"train": TINY + ["--impl", "torch", "--save-every", "1", "--log-every", "1"], "beam": 1}
+    row, ref = str(tmp_path / "row"), str(tmp_path / "ref")
+
+    def run(*flags):
+        out = R.train_row("de-en", work, row, list(flags), preset, False)
+        return out, json.load(open(os.path.join(row, "train_log.json")))["history"]
+
+    def fresh(steps, *flags):
+        return R.train_row("de-en", work, f"{ref}{steps}{''.join(flags)}", ["--steps", str(steps), *flags],
+                           preset, True), json.load(open(os.path.join(f"{ref}{steps}{''.join(flags)}",
+                                                                        "train_log.json")))["history"]
+
+    out2, _ = run("--steps", "2")
+    assert out2["steps"] == 2 and out2["max_time"] == 0
+    mtime = os.path.getmtime(os.path.join(row, "model.pt"))
+    assert run("--steps", "2")[0] == out2 and os.path.getmtime(os.path.join(row, "model.pt")) == mtime
+    out4, hist4 = run("--steps", "4")                           # more steps: resumed, not restarted
+    assert "resume: the preset now trains it longer (step 2" in capsys.readouterr().out
+    assert out4["steps"] == 4 and hist4 == fresh(4)[1]          # the same losses as one 4-step run
+    out3, hist3 = run("--steps", "3")                           # fewer: trained again from step 0
+    assert "retrain: it trained past the preset's new limits (step 4" in capsys.readouterr().out
+    assert out3["steps"] == 3 and hist3 == hist4[:3]
+    out3b, hist3b = run("--steps", "3", "--lr", "0.001")        # another setting: trained again
+    assert "retrain: trained with other settings (lr 0.003 -> 0.001)" in capsys.readouterr().out
+    assert hist3b == fresh(3, "--lr", "0.001")[1] and hist3b != hist3
+    # a used-up time budget: the same budget would stop it there again (reused), a larger one not
+    import shutil
+    shutil.rmtree(row)
+    out_t, _ = run("--steps", "100", "--max-time", "1e-9", "--lr", "0.001")
+    assert out_t["steps"] == 1 and run("--steps", "100", "--max-time", "1e-9", "--lr", "0.001")[0] == out_t
+    out_t2, _ = run("--steps", "2", "--max-time", "1000", "--lr", "0.001")
+    assert "resume: the preset now trains it longer (step 1" in capsys.readouterr().out and out_t2["steps"] == 2
