@@ -313,7 +313,10 @@ def torch_greedy_decode(enc, dec, src, lengths, bos, eos, max_len_a=1.5, max_len
 @torch.no_grad()
 def torch_beam_search(enc, dec, src, lengths, bos, eos, beam_size=4, alpha=0.6, max_len_a=1.5,
                       max_len_b=5, padding_idx=PAD):
-    """Batched beam search, GNMT length penalty ((5+len)/6)^alpha on finished hypotheses."""
+    """Batched beam search, GNMT length penalty ((5+len)/6)^alpha on finished hypotheses; with a
+    sequence of alphas, one DecodeResult per alpha from one search (as fastrnn.beam_search)."""
+    many = isinstance(alpha, (list, tuple))
+    alphas = list(alpha) if many else [alpha]
     K, B, dev = beam_size, src.shape[0], src.device
     out = enc(src, lengths)
     rep = lambda t: t.repeat_interleave(K, dim=0)
@@ -327,7 +330,6 @@ def torch_beam_search(enc, dec, src, lengths, bos, eos, beam_size=4, alpha=0.6, 
     hist = torch.zeros(B * K, 0, dtype=torch.long, device=dev)
     ahist = torch.zeros(B * K, 0, src.shape[1], device=dev)
     finished: List[List[tuple]] = [[] for _ in range(B)]
-    lp = lambda n: ((5.0 + n) / 6.0) ** alpha
     for t in range(max(max_lens)):
         logits, st, w = dec.step(tok, st)
         V = logits.shape[-1]
@@ -349,7 +351,7 @@ def torch_beam_search(enc, dec, src, lengths, bos, eos, beam_size=4, alpha=0.6, 
                 if word == eos or last:
                     seq = hist[row].tolist() + ([] if word == eos else [word])
                     att = torch.cat([ahist[row], w[row:row + 1]], 0)[:len(seq)]
-                    finished[b].append((s / lp(len(seq) + 1), s, seq, att))
+                    finished[b].append((s, len(seq) + 1, seq, att))
                     if len(finished[b]) >= K:
                         break
                 elif k < K:
@@ -364,17 +366,21 @@ def torch_beam_search(enc, dec, src, lengths, bos, eos, beam_size=4, alpha=0.6, 
         hist = torch.cat([hist.index_select(0, idx), new_tok.view(-1, 1)], 1)
         ahist = torch.cat([ahist.index_select(0, idx), w.index_select(0, idx).unsqueeze(1)], 1)
         beam, tok = new_beam, new_tok.view(-1)
-    best = [max(f, key=lambda x: x[0]) if f else (0.0, 0.0, [], torch.zeros(0, src.shape[1]))
-            for f in finished]
-    L = max(1, max(len(x[2]) for x in best))
-    tokens = torch.full((B, L), padding_idx, dtype=torch.long, device=dev)
-    attn = torch.zeros(B, L, src.shape[1], device=dev)
-    for b, (_, _, seq, att) in enumerate(best):
-        if seq:
-            tokens[b, :len(seq)] = torch.tensor(seq, device=dev)
-            attn[b, :len(seq)] = att
-    return DecodeResult(tokens, torch.tensor([len(x[2]) for x in best], device=dev),
-                        torch.tensor([x[0] for x in best], device=dev), attn)
+    out = []
+    for a in alphas:
+        lp = lambda n: ((5.0 + n) / 6.0) ** a
+        best = [max(((s / lp(n), seq, att) for s, n, seq, att in f), key=lambda x: x[0]) if f
+                else (0.0, [], torch.zeros(0, src.shape[1])) for f in finished]
+        L = max(1, max(len(x[1]) for x in best))
+        tokens = torch.full((B, L), padding_idx, dtype=torch.long, device=dev)
+        attn = torch.zeros(B, L, src.shape[1], device=dev)
+        for b, (_, seq, att) in enumerate(best):
+            if seq:
+                tokens[b, :len(seq)] = torch.tensor(seq, device=dev)
+                attn[b, :len(seq)] = att
+        out.append(DecodeResult(tokens, torch.tensor([len(x[1]) for x in best], device=dev),
+                                torch.tensor([x[0] for x in best], device=dev), attn))
+    return tuple(out) if many else out[0]
 
 
 # ============================================================================ the UNMT model
@@ -438,7 +444,11 @@ class UNMT(nn.Module):
 
     @torch.no_grad()
     def translate(self, src, src_len, tgt_lang, beam=1, alpha=0.6, max_len_a=1.5, max_len_b=5):
+        """-> DecodeResult; with beam > 1 and a sequence of alphas, one per alpha from one search
+        (greedy decoding, beam 1, has no length penalty: the same result for each)."""
         dec = self.decoders[tgt_lang]
+        if beam <= 1 and isinstance(alpha, (list, tuple)):
+            return (self.translate(src, src_len, tgt_lang, 1, 0.6, max_len_a, max_len_b),) * len(alpha)
         if self.impl == "fastrnn":
             import fastrnn
             if beam > 1:

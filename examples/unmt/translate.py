@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -72,6 +72,16 @@ def save_tuned_alpha(model_dir: str, src: str, tgt: str, alpha: float, beam: int
     write_json(blob, path)
 
 
+def dev_bleu_by_alpha(model: UNMT, vocabs, work: str, src: str, tgt: str, beam: int, alphas: Sequence[float],
+                      limit: Optional[int] = None, unk: str = "translate") -> Dict[str, float]:
+    """BLEU on the dev split for each length penalty, from one beam search (the search does not
+    depend on alpha, only the choice among its finished hypotheses)."""
+    srcs, refs = split_data(work, src, tgt, "dev", limit)
+    outs = translate_tokens(model, vocabs, src, tgt, srcs, beam=beam, unk=unk, alpha=[float(a) for a in alphas])
+    return {f"{a:g}": score([detokenize(h, tgt) if h else "" for h in hyps], refs)["bleu"]
+            for a, hyps in zip(alphas, outs)}
+
+
 def tune_alpha(model: UNMT, vocabs, work: str, src: str, tgt: str, beam: int, alphas: Sequence[float],
                limit: Optional[int] = None, unk: str = "translate") -> Tuple[float, Dict[str, float]]:
     """The beam search's length penalty with the best BLEU on the dev split (the first of equals),
@@ -82,12 +92,9 @@ def tune_alpha(model: UNMT, vocabs, work: str, src: str, tgt: str, beam: int, al
     alphas = [float(a) for a in alphas]
     if not alphas:
         raise ValueError("alphas must not be empty")
-    table = {}
-    for a in alphas:
-        res, _ = evaluate_split(model, vocabs, work, src, tgt, "dev", beam=beam, limit=limit, unk=unk, alpha=a)
-        table[f"{a:g}"] = res["bleu"]
+    table = dev_bleu_by_alpha(model, vocabs, work, src, tgt, beam, alphas, limit, unk)
     best = max(alphas, key=lambda a: (table[f"{a:g}"], -alphas.index(a)))
-    return float(best), table
+    return best, table
 
 
 def unk_translations(model: UNMT, vocabs, src: str, tgt: str, words: Sequence[str], csls_k: int = 10) -> Dict[str, str]:
@@ -114,18 +121,22 @@ def unk_translations(model: UNMT, vocabs, src: str, tgt: str, words: Sequence[st
 
 def translate_tokens(model: UNMT, vocabs, src: str, tgt: str, sents: Sequence[Sequence[str]], beam: int = 1,
                      batch_tokens: int = 2000, max_len: int = 200, attention_out: Optional[list] = None,
-                     unk: str = "translate", alpha: float = DEFAULT_ALPHA) -> List[List[str]]:
+                     unk: str = "translate", alpha: Union[float, Sequence[float]] = DEFAULT_ALPHA) -> list:
     """Tokenized source sentences -> tokenized translations, in input order (beam search with the
-    GNMT length penalty `alpha`). Empty inputs give
+    GNMT length penalty `alpha`; a sequence of alphas gives a list of translations per alpha,
+    from one search). Empty inputs give
     empty outputs without touching the model. Words outside the encoder's vocabulary become <unk>
     on the way in; an <unk> on the way out becomes the source word it attends to most, translated
     by `unk_translations` (unk="translate") or as it is (unk="copy")."""
     if unk not in UNK_MODES:
         raise ValueError(f"unk must be one of {UNK_MODES}, got {unk!r}")
+    many = isinstance(alpha, (list, tuple))
+    if many and attention_out is not None:
+        raise ValueError("attention_out takes the translations of one alpha, got a sequence")
     vs, vt = vocabs[src], vocabs[tgt]
     units = [vs.units(s)[:max_len] for s in sents]
     ids = [vs.encode(s)[:max_len] if s else [] for s in sents]
-    out: List[List[str]] = [[] for _ in sents]
+    outs: List[List[List[str]]] = [[[] for _ in sents] for _ in (alpha if many else [alpha])]
     if attention_out is not None:
         attention_out.extend([None] * len(sents))
     device = next(model.parameters()).device
@@ -137,25 +148,26 @@ def translate_tokens(model: UNMT, vocabs, src: str, tgt: str, sents: Sequence[Se
             rows = [todo[j] for j in chunk]
             x, lengths = pad_batch([ids[i] for i in rows])
             x = vs.to_joint(x).to(device)
-            res = model.translate(x, lengths.to(device), tgt, beam=beam, alpha=alpha)
-            table = None
-            if unk == "translate":
-                hit = (res.tokens == UNK).cpu()
-                words = [units[i][int(res.attention[r, t, :len(units[i])].argmax())]
-                         for r, i in enumerate(rows) for t in hit[r].nonzero().flatten().tolist()
-                         if t < int(res.lengths[r])]
-                table = unk_translations(model, vocabs, src, tgt, words) if words else None
-            for r, i in enumerate(rows):
-                n = int(res.lengths[r])
-                att = res.attention[r, :n].float().cpu()
-                out[i] = vt.decode(res.tokens[r, :n].tolist(), units[i], att, table)
-                if attention_out is not None:
-                    attention_out[i] = (units[i], vt.units(out[i]) if vt.sp is None else
-                                        [vt.words[t - NUM_SPECIAL] if t >= NUM_SPECIAL else "<unk>"
-                                         for t in res.tokens[r, :n].tolist()], att)
+            found = model.translate(x, lengths.to(device), tgt, beam=beam, alpha=alpha)
+            for out, res in zip(outs, found if many else (found,)):
+                table = None
+                if unk == "translate":
+                    hit = (res.tokens == UNK).cpu()
+                    words = [units[i][int(res.attention[r, t, :len(units[i])].argmax())]
+                             for r, i in enumerate(rows) for t in hit[r].nonzero().flatten().tolist()
+                             if t < int(res.lengths[r])]
+                    table = unk_translations(model, vocabs, src, tgt, words) if words else None
+                for r, i in enumerate(rows):
+                    n = int(res.lengths[r])
+                    att = res.attention[r, :n].float().cpu()
+                    out[i] = vt.decode(res.tokens[r, :n].tolist(), units[i], att, table)
+                    if attention_out is not None:
+                        attention_out[i] = (units[i], vt.units(out[i]) if vt.sp is None else
+                                            [vt.words[t - NUM_SPECIAL] if t >= NUM_SPECIAL else "<unk>"
+                                             for t in res.tokens[r, :n].tolist()], att)
     finally:
         model.train(was_training)
-    return out
+    return outs if many else outs[0]
 
 
 def translate_raw(model, vocabs, src, tgt, lines: Sequence[str], beam: int = 1, **kw) -> List[str]:
@@ -175,14 +187,18 @@ def score(hyps: Sequence[str], refs: Sequence[str]) -> dict:
             "chrf_signature": str(chrf.get_signature())}
 
 
-def evaluate_split(model, vocabs, work: str, src: str, tgt: str, split: str = "test", beam: int = 1,
-                   limit: Optional[int] = None, unk: str = "translate", alpha: float = DEFAULT_ALPHA) -> dict:
-    """Translate <work>/data/<split>.<src>.tok and score against <split>.<tgt>.raw."""
+def split_data(work: str, src: str, tgt: str, split: str, limit: Optional[int] = None):
+    """-> (tokenized <split>.<src> sentences, raw <split>.<tgt> references), the first `limit`."""
     data = os.path.join(work, "data")
     srcs = [line.split() for line in read_lines(os.path.join(data, f"{split}.{src}.tok"))]
     refs = read_lines(os.path.join(data, f"{split}.{tgt}.raw"))
-    if limit:
-        srcs, refs = srcs[:limit], refs[:limit]
+    return (srcs[:limit], refs[:limit]) if limit else (srcs, refs)
+
+
+def evaluate_split(model, vocabs, work: str, src: str, tgt: str, split: str = "test", beam: int = 1,
+                   limit: Optional[int] = None, unk: str = "translate", alpha: float = DEFAULT_ALPHA) -> dict:
+    """Translate <work>/data/<split>.<src>.tok and score against <split>.<tgt>.raw."""
+    srcs, refs = split_data(work, src, tgt, split, limit)
     hyps = [detokenize(h, tgt) if h else "" for h in translate_tokens(model, vocabs, src, tgt, srcs, beam=beam, unk=unk,
                                                                           alpha=alpha)]
     res = score(hyps, refs)

@@ -3,6 +3,7 @@
     res = greedy_decode(enc, dec, src [B,S], lengths [B], bos, eos, max_len_a=1.5, max_len_b=5)
     res = beam_search(enc, dec, src, lengths, bos, eos, beam_size=4, alpha=0.6, ...)
     -> DecodeResult(tokens [B,L] long, lengths [B], scores [B], attention [B,L,S] or None)
+    beam_search(..., alpha=[0.6, 1.0, 2.0]) -> one DecodeResult per alpha, from one search
 
 Each sentence may produce at most ceil(max_len_a * src_len + max_len_b) tokens. The returned
 tokens exclude BOS and EOS; positions after a sentence's last token hold the decoder's
@@ -19,7 +20,7 @@ import itertools
 import math
 import weakref
 from collections import OrderedDict
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -348,13 +349,19 @@ def greedy_decode(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int,
 
 @torch.inference_mode()
 def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam_size: int = 4,
-                alpha: float = 0.6, max_len_a: float = 1.5, max_len_b: float = 5) -> DecodeResult:
+                alpha: Union[float, Sequence[float]] = 0.6, max_len_a: float = 1.5,
+                max_len_b: float = 5) -> Union[DecodeResult, Tuple[DecodeResult, ...]]:
     """Batched beam search with the GNMT length penalty; returns each sentence's best hypothesis.
 
     Per step, each sentence ranks its k*V extensions and takes the best 2k: the EOS ones among
     the first k become finished hypotheses, the first k non-EOS ones form the next beam. A
     sentence stops after k finished hypotheses or at its maximum length (where its k best
     extensions all finish). Scores are length-normalised: log-prob / ((5 + n) / 6) ** alpha.
+
+    The search itself does not depend on alpha, only the choice among its finished hypotheses.
+    So ``alpha`` may be a sequence: one search then returns a tuple with a DecodeResult per
+    alpha, each the same as ``beam_search(..., alpha=a)`` (tuning alpha on a dev set costs one
+    decoding, not one per value).
     """
     _check_args(enc, dec, src, lengths, bos, eos, max_len_a, max_len_b)
     if not isinstance(beam_size, int) or isinstance(beam_size, bool) or beam_size < 1:
@@ -363,8 +370,14 @@ def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam
     k = beam_size
     if 2 * k > V:
         raise ValueError(f"beam_size must be at most vocab_size / 2 = {V // 2}, got {k}")
-    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    many = isinstance(alpha, (list, tuple))
+    alphas = list(alpha) if many else [alpha]
+    if many and not alphas:
+        raise ValueError("alpha must be a number or a non-empty sequence of numbers, got []")
+    for a in alphas:
+        if not isinstance(a, (int, float)) or isinstance(a, bool) or not math.isfinite(a) or a < 0:
+            raise ValueError(f"alpha must be a finite number >= 0 (or a sequence of them), got {alpha!r}")
+    A = len(alphas)
     enc_out = enc(src, lengths)
     state = dec.init_state(enc_out).repeat_interleave(k)        # row b*k + j: beam j of sentence b
     B, S = src.shape
@@ -379,10 +392,11 @@ def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam
     scores[:, 1:] = float("-inf")                                # first step: one live beam
     hist = torch.full((B, k, L), pad, dtype=torch.long, device=dev)
     ahist = torch.zeros(B, k, L, S, dtype=adt, device=dev) if has_attn else None
-    best_score = torch.full((B,), float("-inf"), dtype=torch.float32, device=dev)
-    best_tok = torch.full((B, L), pad, dtype=torch.long, device=dev)
-    best_len = torch.zeros(B, dtype=torch.long, device=dev)
-    best_attn = torch.zeros(B, L, S, dtype=adt, device=dev) if has_attn else None
+    # one best hypothesis per alpha and sentence
+    best_score = torch.full((A, B), float("-inf"), dtype=torch.float32, device=dev)
+    best_tok = torch.full((A, B, L), pad, dtype=torch.long, device=dev)
+    best_len = torch.zeros(A, B, dtype=torch.long, device=dev)
+    best_attn = torch.zeros(A, B, L, S, dtype=adt, device=dev) if has_attn else None
     n_done = torch.zeros(B, dtype=torch.long, device=dev)
     active = torch.ones(B, dtype=torch.bool, device=dev)
     rank = torch.arange(2 * k, device=dev)
@@ -399,23 +413,23 @@ def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam
         is_eos = tok == eos
         last = (t + 1 >= maxlen).unsqueeze(1)                    # [B,1]
         fin = active.unsqueeze(1) & (rank < k) & (is_eos | last) & torch.isfinite(vals)
-        norm = (vals / length_penalty(t + 1, alpha)).masked_fill(~fin, float("-inf"))
-        cand, j = norm.max(1)
+        norm = torch.stack([vals / length_penalty(t + 1, a) for a in alphas])       # [A,B,2k]
+        cand, j = norm.masked_fill(~fin, float("-inf")).max(2)                    # [A,B]
         # Update every sentence's best hypothesis with selects, not an if: no host sync.
         better = cand > best_score
-        src_beam = beam.gather(1, j.unsqueeze(1)).squeeze(1)                # [B]
-        tb = tok.gather(1, j.unsqueeze(1)).squeeze(1)
+        src_beam = beam.expand(A, B, 2 * k).gather(2, j.unsqueeze(2)).squeeze(2)   # [A,B]
+        tb = tok.expand(A, B, 2 * k).gather(2, j.unsqueeze(2)).squeeze(2)
         keep = tb != eos                          # a max-length ending keeps its last token
-        cand_tok = hist[rows.squeeze(1), src_beam]                         # [B,L]
-        cand_tok[:, t] = tb.masked_fill(~keep, pad)
-        best_tok = torch.where(better.unsqueeze(1), cand_tok, best_tok)
+        cand_tok = hist[rows.squeeze(1), src_beam]                                # [A,B,L]
+        cand_tok[:, :, t] = tb.masked_fill(~keep, pad)
+        best_tok = torch.where(better.unsqueeze(2), cand_tok, best_tok)
         best_len = torch.where(better, t + keep.long(), best_len)
         best_score = torch.where(better, cand, best_score)
         if has_attn:
-            cand_attn = ahist[rows.squeeze(1), src_beam]                   # [B,L,S]
-            wb = w.view(B, k, S)[rows.squeeze(1), src_beam]
-            cand_attn[:, t] = wb.masked_fill(~keep.unsqueeze(1), 0.0)
-            best_attn = torch.where(better.view(B, 1, 1), cand_attn, best_attn)
+            cand_attn = ahist[rows.squeeze(1), src_beam]                          # [A,B,L,S]
+            wb = w.view(B, k, S)[rows.squeeze(1), src_beam]                       # [A,B,S]
+            cand_attn[:, :, t] = wb.masked_fill(~keep.unsqueeze(2), 0.0)
+            best_attn = torch.where(better.view(A, B, 1, 1), cand_attn, best_attn)
         n_done += fin.sum(1)
         active &= (n_done < k) & ~last.squeeze(1)
         if (t + 1) % every == 0 and not bool(active.any()):
@@ -431,9 +445,12 @@ def beam_search(enc, dec, src: Tensor, lengths: Tensor, bos: int, eos: int, beam
             ahist = ahist[rows, nb]
             ahist[:, :, t] = w.view(B, k, S)[rows, nb]
         prev = nt.view(-1)
-    n = int(best_len.max()) if B else 0
-    return DecodeResult(best_tok[:, :n].contiguous(), best_len, best_score,
-                        best_attn[:, :n].contiguous() if has_attn else None)
+    out = []
+    for i in range(A):
+        n = int(best_len[i].max()) if B else 0
+        out.append(DecodeResult(best_tok[i, :, :n].contiguous(), best_len[i], best_score[i],
+                                best_attn[i, :, :n].contiguous() if has_attn else None))
+    return tuple(out) if many else out[0]
 
 
 __all__ = ["DecodeResult", "greedy_decode", "beam_search", "clear_cuda_graphs", "length_penalty", "max_lengths"]

@@ -498,13 +498,15 @@ def test_length_penalty_is_tuned_on_dev_saved_and_used_by_translate(trained, wor
     real = TR.evaluate_split
     seen = []
 
-    def scripted(m, v, w, src, tgt, split="test", beam=1, limit=None, unk="translate", alpha=TR.DEFAULT_ALPHA):
-        res, hyps = real(m, v, w, src, tgt, split, beam, limit, unk, alpha)
+    def spy(m, v, w, src, tgt, split="test", beam=1, limit=None, unk="translate", alpha=TR.DEFAULT_ALPHA):
         seen.append((src, split, beam, alpha))
-        if split == "dev":      # scripted dev BLEU: de->en best at 1.5, en->de flat (the first wins)
-            res["bleu"] = {"de": {0.6: 3.0, 1.5: 5.0, 2.5: 4.0}[alpha], "en": 2.0}[src]
-        return res, hyps
-    monkeypatch.setattr(TR, "evaluate_split", scripted)
+        return real(m, v, w, src, tgt, split, beam, limit, unk, alpha)
+
+    def scripted(m, v, w, src, tgt, beam, alphas, limit=None, unk="translate"):
+        # dev BLEU: de->en best at 1.5, en->de flat (the first wins)
+        return {f"{a:g}": {"de": {0.6: 3.0, 1.5: 5.0, 2.5: 4.0}.get(a), "en": 2.0}[src] for a in alphas}
+    monkeypatch.setattr(TR, "evaluate_split", spy)
+    monkeypatch.setattr(TR, "dev_bleu_by_alpha", scripted)
     assert TR.tune_alpha(model, vocabs, work, "de", "en", 2, [0.6, 1.5, 2.5]) == (1.5, {"0.6": 3.0, "1.5": 5.0,
                                                                                       "2.5": 4.0})
     assert TR.tune_alpha(model, vocabs, work, "en", "de", 2, [2.5, 0.6])[0] == 2.5
@@ -517,7 +519,7 @@ def test_length_penalty_is_tuned_on_dev_saved_and_used_by_translate(trained, wor
     saved = json.load(open(os.path.join(d, "decode.json")))
     assert saved["de-en"]["alpha"] == 1.5 and saved["en-de"]["alpha"] == 0.6 and saved["de-en"]["beam"] == 2
     assert TR.tuned_alpha(d, "de", "en") == 1.5 and TR.tuned_alpha(trained, "de", "en") is None
-    monkeypatch.setattr(TR, "evaluate_split", real)
+    monkeypatch.undo()
     # translate: the tuned alpha by default, --alpha over it; the outputs are those of the explicit alpha
     used = []
     orig = TR.translate_raw
@@ -541,6 +543,27 @@ def test_length_penalty_is_tuned_on_dev_saved_and_used_by_translate(trained, wor
     tr = T.Trainer(tiny_config(work, d, "--steps", "4", "--eval-every", "3"), log=lambda *a: None)
     tr.fit(resume=True, progress=False)
     assert not os.path.exists(os.path.join(d, "decode.json"))
+
+
+@pytest.mark.parametrize("impl", ["torch", "fastrnn"])
+def test_dev_bleu_of_several_alphas_from_one_search_is_each_alphas_own(trained, work, tmp_path, impl):
+    if impl == "fastrnn":
+        trained = str(tmp_path / "m")
+        T.Trainer(tiny_config(work, trained, "--steps", "3", impl=impl), log=lambda *a: None).fit(progress=False)
+    model, vocabs, _ = TR.load_model(trained)
+    assert model.impl == impl
+    alphas = [0.0, 0.6, 3.0, 10.0]
+    table = TR.dev_bleu_by_alpha(model, vocabs, work, "de", "en", 3, alphas)
+    assert table == {f"{a:g}": TR.evaluate_split(model, vocabs, work, "de", "en", "dev", beam=3, alpha=a)[0]["bleu"]
+                     for a in alphas}
+    srcs, _ = TR.split_data(work, "de", "en", "dev")
+    outs = TR.translate_tokens(model, vocabs, "de", "en", srcs, beam=3, alpha=alphas)
+    assert outs == [TR.translate_tokens(model, vocabs, "de", "en", srcs, beam=3, alpha=a) for a in alphas]
+    assert outs[0] != outs[-1]          # the alphas chose different translations here
+    assert TR.translate_tokens(model, vocabs, "de", "en", srcs[:3], alpha=[0.6, 2.0]) == \
+        [TR.translate_tokens(model, vocabs, "de", "en", srcs[:3])] * 2          # greedy: no length penalty
+    with pytest.raises(ValueError, match="attention_out"):
+        TR.translate_tokens(model, vocabs, "de", "en", srcs[:3], beam=3, alpha=[0.6, 1.0], attention_out=[])
 
 
 def test_perfect_hypotheses_score_100():
@@ -702,6 +725,30 @@ def test_reproduce_trains_the_pairs_side_by_side(tmp_path):
     row = [line for line in open(os.path.join(out, "RESULTS.md")) if line.startswith("| Unsupervised: + back")][0]
     cells = [c.strip() for c in row.split("|")[2:6]]
     assert all(c and c != "—" for c in cells), row
+    # the cpu preset decodes with beam 4 and each direction's dev-tuned length penalty
+    import reproduce as R
+    done_path = os.path.join(out, "fr-en", "backtrans", "done.json")
+    done = json.load(open(done_path))
+    assert done["decode"] == {"beam": 4, "alphas": R.ALPHAS}
+    tuned = json.load(open(os.path.join(out, "fr-en", "backtrans", "decode.json")))
+    for d in ("fr-en", "en-fr"):
+        t = done["test"][d]
+        assert t["beam"] == 4 and t["alpha"] in R.ALPHAS and t["alpha"] == tuned[d]["alpha"]
+        assert list(t["dev_bleu_by_alpha"]) == [f"{a:g}" for a in R.ALPHAS]
+        assert max(t["dev_bleu_by_alpha"].values()) == t["dev_bleu_by_alpha"][f"{t['alpha']:g}"]
+    table = open(os.path.join(out, "RESULTS.md")).read()
+    assert "chosen on dev" in table and "among alpha = 0.6, 1, 1.5, 2, 2.5" in table
+    # a row scored with other decoding settings is scored again, its training reused
+    done["decode"] = {"beam": 4, "alphas": []}
+    done["test"]["fr-en"]["bleu"] = -1.0
+    with open(done_path, "w") as f:
+        json.dump(done, f)
+    mtime = os.path.getmtime(os.path.join(out, "fr-en", "backtrans", "model.pt"))
+    assert nmt.main(["reproduce", "--preset", "cpu", "--rows", "baseline", "backtrans", "--jobs", "1", "--skip-data",
+                     "--no-speed", "--work", str(tmp_path / "work" / "{pair}"), "--out", out, "--train-args", flags]) == 0
+    again = json.load(open(done_path))
+    assert again["decode"] == {"beam": 4, "alphas": R.ALPHAS} and again["test"]["fr-en"]["bleu"] >= 0
+    assert again["steps"] == 2 and os.path.getmtime(os.path.join(out, "fr-en", "backtrans", "model.pt")) == mtime
     with pytest.raises(SystemExit, match="--jobs"):
         nmt.main(["reproduce", "--preset", "cpu", "--jobs", "0", "--skip-data", "--work", str(tmp_path / "work" / "{pair}")])
 

@@ -117,6 +117,34 @@ def test_beam_scores_are_the_model_log_probs():
                             rel_tol=1e-5, abs_tol=1e-5)
 
 
+@pytest.mark.parametrize("cell,attention,eos_bias", [
+    pytest.param("gru", "additive", 1.0, id="gru-additive"),
+    pytest.param("lstm", None, 1.5, id="lstm-noattn"),
+])
+def test_beam_with_several_alphas_gives_each_alphas_own_search(cell, attention, eos_bias):
+    """alpha=[...] returns, from one search, exactly what beam_search(alpha=a) returns for each a;
+    and the alphas pick different hypotheses (a larger alpha, longer ones) on this batch."""
+    enc, dec = _models(cell, attention, eos_bias=eos_bias, seed=8)
+    src, lengths = _batch(16, 7, seed=9)
+    alphas = [0.0, 0.6, 2.0, 5.0]
+    many = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=4, alpha=alphas)
+    assert isinstance(many, tuple) and len(many) == len(alphas)
+    for a, res in zip(alphas, many):
+        one = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=4, alpha=a)
+        assert isinstance(one, fastrnn.DecodeResult)
+        _check_well_formed(res, src, lengths)
+        for got, want in zip(res, one):
+            if want is None:
+                assert got is None
+            else:
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert not torch.equal(many[0].lengths, many[-1].lengths), "the alphas chose alike: a weak test case"
+    assert int(many[-1].lengths.sum()) > int(many[0].lengths.sum())
+    one_list = beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=4, alpha=(0.6,))
+    assert isinstance(one_list, tuple) and len(one_list) == 1
+    torch.testing.assert_close(one_list[0].tokens, many[1].tokens, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_max_length_without_eos(search):
     enc, dec = _models(eos_bias=-1e4)                           # EOS never wins
@@ -275,8 +303,9 @@ def test_decoding_bad_input():
         beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=0)
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(enc, dec, src, lengths, BOS, EOS, beam_size=V)
-    with pytest.raises(ValueError, match="alpha"):
-        beam_search(enc, dec, src, lengths, BOS, EOS, alpha=float("nan"))
+    for bad in (float("nan"), -0.5, [0.6, float("inf")], [], True, "0.6"):
+        with pytest.raises(ValueError, match="alpha must be a"):
+            beam_search(enc, dec, src, lengths, BOS, EOS, alpha=bad)
     with pytest.raises(ValueError, match="max_len_a"):
         greedy_decode(enc, dec, src, lengths, BOS, EOS, max_len_a=-1)
     with pytest.raises(ValueError, match="lengths"):
