@@ -393,6 +393,11 @@ def wall_line(results: dict) -> str:
             f"their checkpoints); the last took {fmt_time(results['wall_s'])}.")
 
 
+def column_pair(col: str, pairs: List[str]) -> str:
+    """The pair whose model a table column comes from: "en-fr" -> "fr-en" (one model, both ways)."""
+    return col if col in pairs else "-".join(reversed(col.split("-")))
+
+
 def decoding_line(results: dict) -> str:
     beam, alphas = results.get("beam", 1), results.get("alphas") or []
     if beam <= 1:
@@ -416,7 +421,7 @@ def write_table(results: dict, path: str) -> str:
     for key, label in rows:
         cells, times, tps = [], [], []
         for col in COLUMNS:
-            pair = col if col in results["pairs"] else "-".join(reversed(col.split("-")))
+            pair = column_pair(col, results["pairs"])
             r = results["scores"].get(pair, {}).get(key)
             cells.append(fmt(r["test"][col]["bleu"]) if r and col in r.get("test", {}) and
                          r["test"][col].get("bleu") is not None else "—")
@@ -428,7 +433,7 @@ def write_table(results: dict, path: str) -> str:
         key = f"att-{att}"
         cells = []
         for col in COLUMNS:
-            pair = col if col in results["pairs"] else "-".join(reversed(col.split("-")))
+            pair = column_pair(col, results["pairs"])
             r = results["scores"].get(pair, {}).get(key)
             cells.append(fmt(r["test"][col]["bleu"]) if r else "—")
         lines.append(f"| + backtranslation, attention={att} | " + " | ".join(cells) + " | | |")
@@ -438,7 +443,7 @@ def write_table(results: dict, path: str) -> str:
         for key, label in rows:
             cells = []
             for col in COLUMNS:
-                pair = col if col in results["pairs"] else "-".join(reversed(col.split("-")))
+                pair = column_pair(col, results["pairs"])
                 t = results["scores"].get(pair, {}).get(key, {}).get("test", {}).get(col, {})
                 cells.append(f"{t['alpha']:g}" if "alpha" in t else "—")
             if any(c != "—" for c in cells):

@@ -489,7 +489,8 @@ class Trainer:
                 stale = os.path.join(cfg.model_dir, f"model.{a}-{b}.pt")
                 if os.path.exists(stale):
                     os.remove(stale)
-        tuned = os.path.join(cfg.model_dir, "decode.json")     # translate.DECODE_FILE: tuned for the old weights
+        from translate import DECODE_FILE
+        tuned = os.path.join(cfg.model_dir, DECODE_FILE)       # the length penalty tuned for the old weights
         if self.dist.main and os.path.exists(tuned):
             os.remove(tuned)
         tasks = cfg.objectives()
